@@ -1,0 +1,356 @@
+"""One MCP session on one endpoint: JSON-RPC correlation over the HTTP wire.
+
+The session sends requests and notifications, routes whatever comes back
+(responses, server notifications, server requests) and keeps every wait inside
+the caller's deadline. What differs between protocol eras (handshake, headers,
+listen stream) is delegated to an ``Era`` object.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._events import EventSink
+from ._handlers import Handlers, ProgressHandler, ServerRequestError, call_progress
+from ._transports import HTTPWire, StreamCursor
+from .errors import (
+    MCPError,
+    ProtocolError,
+    RequestTimeoutError,
+    ServerError,
+    SessionExpiredError,
+    StreamEndedError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from ._eras import Era
+
+__all__ = ["Session"]
+
+logger = logging.getLogger("mcp_resilient")
+
+_LISTEN_MAX_IDLE_RECONNECTS = 5
+"""Reconnects of the listen stream in a row that bring no new event before we give up."""
+
+
+class _Pending:
+    """A request waiting for its response, wherever that response arrives."""
+
+    __slots__ = ("event", "message")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.message: dict[str, Any] | None = None
+
+    def resolve(self, message: dict[str, Any]) -> None:
+        if self.message is None:
+            self.message = message
+            self.event.set()
+
+
+class Session:
+    """Request/response machinery for one session with one endpoint."""
+
+    def __init__(
+        self,
+        wire: HTTPWire,
+        era: Era,
+        handlers: Handlers,
+        task_group: TaskGroup,
+        events: EventSink,
+    ) -> None:
+        self.wire = wire
+        self.era = era
+        self.handlers = handlers
+        self.task_group = task_group
+        self.events = events
+        self.closed = False
+        self.on_list_changed: list[Any] = []
+        self._ids = itertools.count(1)
+        self._pending: dict[int | str, _Pending] = {}
+        self._progress: dict[int | str, ProgressHandler] = {}
+        self._server_requests: dict[int | str, anyio.CancelScope] = {}
+        self._listen_scope: anyio.CancelScope | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.wire.url
+
+    @property
+    def session_id(self) -> str | None:
+        return self.era.session_id
+
+    # -- outgoing ------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None,
+        progress_handler: ProgressHandler | None = None,
+        cancellable: bool = True,
+        cursor: StreamCursor | None = None,
+    ) -> dict[str, Any]:
+        """Send a request and return its ``result``; raise a typed error otherwise."""
+        rid = next(self._ids)
+        if progress_handler is not None:
+            params = dict(params or {})
+            meta = dict(params.get("_meta") or {})
+            meta["progressToken"] = rid
+            params["_meta"] = meta
+            self._progress[rid] = progress_handler
+        params = self.era.prepare_params(method, params)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            message["params"] = params
+        pending = _Pending()
+        self._pending[rid] = pending
+        cursor = cursor if cursor is not None else StreamCursor()
+        try:
+            with anyio.fail_after(timeout if timeout is not None else math.inf):
+                await self._exchange(message, pending, cursor)
+        except TimeoutError:
+            if cancellable:
+                self._cancel_in_background(rid, "request timed out")
+            raise RequestTimeoutError(
+                f"{method} got no answer within {timeout:g} s",
+                endpoint=self.endpoint,
+                session_id=self.session_id,
+                hint="Pass a larger timeout= if the server is just slow",
+            ) from None
+        except anyio.get_cancelled_exc_class():
+            if cancellable and pending.message is None:
+                self._cancel_in_background(rid, "cancelled by the caller")
+            raise
+        finally:
+            self._pending.pop(rid, None)
+            self._progress.pop(rid, None)
+        return self._result_of(method, pending)
+
+    def _result_of(self, method: str, pending: _Pending) -> dict[str, Any]:
+        response = pending.message
+        assert response is not None
+        error = response.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                raise ProtocolError(
+                    f"malformed JSON-RPC error in the answer to {method}",
+                    endpoint=self.endpoint,
+                    session_id=self.session_id,
+                )
+            code = error.get("code")
+            raise ServerError(
+                code if isinstance(code, int) else -32603,
+                str(error.get("message", "")),
+                error.get("data"),
+                method=method,
+                endpoint=self.endpoint,
+                session_id=self.session_id,
+            )
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise ProtocolError(
+                f"the answer to {method} has no result object",
+                endpoint=self.endpoint,
+                session_id=self.session_id,
+            )
+        return result
+
+    async def _exchange(
+        self, message: dict[str, Any], pending: _Pending, cursor: StreamCursor
+    ) -> None:
+        method = message["method"]
+        stream = self.wire.post(
+            message, self.era.headers(method), session_id=self.session_id, cursor=cursor
+        )
+        async with aclosing(stream):
+            async for incoming in stream:
+                await self.dispatch(incoming)
+                if pending.message is not None:
+                    return
+        if pending.message is not None:
+            return
+        if cursor.events == 0:
+            raise ProtocolError(
+                f"the answer to {method} (id {message['id']}) does not carry its response",
+                endpoint=self.endpoint,
+                session_id=self.session_id,
+            )
+        raise StreamEndedError(
+            f"SSE stream for {method} (id {message['id']}) ended without a response",
+            endpoint=self.endpoint,
+            session_id=self.session_id,
+        )
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        """Send a notification; the server must answer 202."""
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        await self._post_no_answer(message, method)
+
+    async def _post_no_answer(self, message: dict[str, Any], method: str) -> None:
+        stream = self.wire.post(message, self.era.headers(method), session_id=self.session_id)
+        async with aclosing(stream):
+            async for _ in stream:
+                pass
+
+    def _cancel_in_background(self, rid: int | str, reason: str) -> None:
+        if self.closed:
+            return
+        self.task_group.start_soon(self._send_cancel, rid, reason)
+
+    async def _send_cancel(self, rid: int | str, reason: str) -> None:
+        with anyio.move_on_after(5):
+            try:
+                await self.notify("notifications/cancelled", {"requestId": rid, "reason": reason})
+            except MCPError as exc:
+                logger.debug("could not send cancellation for request %s: %s", rid, exc)
+
+    # -- incoming ------------------------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Route one message from the server."""
+        method = message.get("method")
+        if method is None:
+            rid = message.get("id")
+            pending = self._pending.get(rid) if isinstance(rid, int | str) else None
+            if pending is None:
+                logger.warning(
+                    "dropping a response for unknown or finished request id %r from %s",
+                    rid,
+                    self.endpoint,
+                )
+                return
+            pending.resolve(message)
+            return
+        if not isinstance(method, str):
+            logger.warning("dropping a message with a non-string method from %s", self.endpoint)
+            return
+        params = message.get("params")
+        if params is not None and not isinstance(params, dict):
+            logger.warning("dropping %s with non-object params from %s", method, self.endpoint)
+            return
+        if "id" in message:
+            self.task_group.start_soon(self._answer_server_request, message["id"], method, params)
+        else:
+            await self._on_notification(method, params)
+
+    async def _on_notification(self, method: str, params: dict[str, Any] | None) -> None:
+        try:
+            if method == "notifications/progress" and params is not None:
+                handler = self._progress.get(params.get("progressToken"))  # type: ignore[arg-type]
+                if handler is not None:
+                    await call_progress(handler, params)
+            elif method == "notifications/message" and params is not None:
+                import mcp_types
+
+                await self.handlers.log(
+                    mcp_types.LoggingMessageNotificationParams.model_validate(params)
+                )
+            elif method.endswith("/list_changed"):
+                kind = method.removeprefix("notifications/").removesuffix("/list_changed")
+                for hook in self.on_list_changed:
+                    hook(kind)
+                if self.handlers.list_changed is not None and kind in (
+                    "tools",
+                    "resources",
+                    "prompts",
+                ):
+                    await self.handlers.list_changed(kind)  # type: ignore[arg-type]
+            elif method == "notifications/cancelled" and params is not None:
+                scope = self._server_requests.get(params.get("requestId"))  # type: ignore[arg-type]
+                if scope is not None:
+                    scope.cancel()
+            if self.handlers.notification is not None:
+                await self.handlers.notification(method, params)
+        except Exception:
+            logger.exception("handler for %s from %s raised", method, self.endpoint)
+
+    async def _answer_server_request(
+        self, rid: Any, method: str, params: dict[str, Any] | None
+    ) -> None:
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
+        with anyio.CancelScope() as scope:
+            if isinstance(rid, int | str):
+                self._server_requests[rid] = scope
+            try:
+                reply["result"] = await self.handlers.answer(method, params)
+            except ServerRequestError as exc:
+                reply["error"] = {"code": exc.code, "message": exc.message}
+                if exc.data is not None:
+                    reply["error"]["data"] = exc.data
+            except Exception as exc:
+                logger.exception("handler for server request %s raised", method)
+                reply["error"] = {"code": -32603, "message": f"client handler failed: {exc}"}
+            finally:
+                if isinstance(rid, int | str):
+                    self._server_requests.pop(rid, None)
+        if scope.cancelled_caught:
+            logger.debug("server cancelled its request %r (%s)", rid, method)
+            return
+        try:
+            with anyio.fail_after(30):
+                await self._post_no_answer(reply, method)
+        except (MCPError, TimeoutError) as exc:
+            logger.warning("could not answer server request %s: %s", method, exc)
+
+    # -- listen stream -------------------------------------------------------------
+
+    def start_listening(self) -> None:
+        """Open the GET stream for server-initiated messages in the background."""
+        self.task_group.start_soon(self._listen)
+
+    async def _listen(self) -> None:
+        cursor = StreamCursor()
+        idle = 0
+        with anyio.CancelScope() as scope:
+            self._listen_scope = scope
+            while not self.closed and idle < _LISTEN_MAX_IDLE_RECONNECTS:
+                seen = cursor.last_event_id, cursor.events
+                try:
+                    stream = await self.wire.get_stream(
+                        self.era.headers("GET"), session_id=self.session_id, cursor=cursor
+                    )
+                    if stream is None:
+                        logger.debug("%s does not offer a GET stream (405)", self.endpoint)
+                        return
+                    await self._pump(stream)
+                except SessionExpiredError:
+                    logger.info("listen stream: session %s is gone", self.session_id)
+                    return
+                except TransportError as exc:
+                    logger.debug("listen stream on %s broke: %s", self.endpoint, exc)
+                progressed = (cursor.last_event_id, cursor.events) != seen
+                idle = 0 if progressed else idle + 1
+                if cursor.retry_ms is not None:
+                    delay = cursor.retry_ms / 1000
+                else:
+                    delay = random.uniform(0, min(30.0, 0.5 * 2**idle))
+                await anyio.sleep(delay)
+            if idle >= _LISTEN_MAX_IDLE_RECONNECTS:
+                logger.info(
+                    "listen stream on %s: giving up after %d idle reconnects", self.endpoint, idle
+                )
+
+    async def _pump(self, stream: AsyncGenerator[dict[str, Any], None]) -> None:
+        async with aclosing(stream):
+            async for incoming in stream:
+                await self.dispatch(incoming)
+
+    def stop(self) -> None:
+        """Stop background work for this session (the listen stream)."""
+        self.closed = True
+        if self._listen_scope is not None:
+            self._listen_scope.cancel()

@@ -1,0 +1,71 @@
+"""Bounded Server-Sent Events reading on top of httpx-sse.
+
+httpx-sse's ``EventSource`` buffers a line until it sees a newline, so a hostile or
+broken server could make it hold an unbounded amount of memory. We hand it a thin
+view of the response whose text iterator counts what has arrived since the last
+complete event and stops the stream once that passes the cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from .errors import EventTooLargeError
+
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "iter_events"]
+
+DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+"""Default cap on one SSE event (and on one JSON body): 4 MiB."""
+
+
+class _CappedResponse:
+    """Just enough of ``httpx.Response`` for ``EventSource``, with a size guard."""
+
+    __slots__ = ("_response", "cap", "pending", "where")
+
+    def __init__(self, response: httpx.Response, cap: int, where: dict[str, str | None]) -> None:
+        self._response = response
+        self.cap = cap
+        self.pending = 0
+        self.where = where
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self._response.headers
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        async for text in self._response.aiter_text():
+            self.pending += len(text)
+            if self.pending > self.cap:
+                raise EventTooLargeError(
+                    f"SSE event larger than the {self.cap}-byte cap",
+                    endpoint=self.where.get("endpoint"),
+                    session_id=self.where.get("session_id"),
+                    hint="Raise max_event_bytes if the server legitimately sends events this large",
+                )
+            yield text
+
+
+async def iter_events(
+    response: httpx.Response,
+    *,
+    max_event_bytes: int,
+    endpoint: str | None = None,
+    session_id: str | None = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Yield the events of an SSE response, raising once one exceeds ``max_event_bytes``."""
+    capped = _CappedResponse(
+        response, max_event_bytes, {"endpoint": endpoint, "session_id": session_id}
+    )
+    source = EventSource(capped)  # type: ignore[arg-type]
+    events = source.aiter_sse()
+    try:
+        async for event in events:
+            # Whatever arrived beyond this event is at most one chunk; count from here.
+            capped.pending = 0
+            yield event
+    finally:
+        await events.aclose()

@@ -1,0 +1,339 @@
+"""The Streamable HTTP wire: POST, GET and DELETE on one MCP endpoint.
+
+This module knows HTTP and SSE framing, nothing about sessions or protocol eras:
+the era layer decides which headers go on each request. Every response is turned
+into a stream of JSON-RPC message dicts, or into a typed error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from .._sse import iter_events
+from ..errors import (
+    ConnectError,
+    HTTPStatusError,
+    ProtocolError,
+    SessionExpiredError,
+    TransportError,
+)
+
+__all__ = ["POST_ACCEPT", "SSE_ACCEPT", "HTTPWire", "StreamCursor"]
+
+logger = logging.getLogger("mcp_resilient.wire")
+
+POST_ACCEPT = "application/json, text/event-stream"
+SSE_ACCEPT = "text/event-stream"
+_JSON_CONTENT_TYPE = "application/json"
+
+
+@dataclass(slots=True)
+class StreamCursor:
+    """What one exchange taught us: response headers, and where its SSE stream stands."""
+
+    last_event_id: str | None = None
+    retry_ms: int | None = None
+    events: int = 0
+    headers: httpx.Headers | None = None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from datetime import UTC, datetime
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _decode_message(raw: str | bytes, *, endpoint: str, session_id: str | None) -> dict[str, Any]:
+    try:
+        message = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(
+            f"server sent malformed JSON ({exc.__class__.__name__}: {exc})",
+            endpoint=endpoint,
+            session_id=session_id,
+        ) from None
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        kind = "a batch" if isinstance(message, list) else type(message).__name__
+        raise ProtocolError(
+            f"server sent a body that is not one JSON-RPC 2.0 message (got {kind})",
+            endpoint=endpoint,
+            session_id=session_id,
+        )
+    return message
+
+
+class HTTPWire:
+    """Sends MCP messages to one endpoint and yields the messages that come back."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+        max_message_bytes: int,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.base_headers = dict(headers or {})
+        self.auth = auth
+        self.max_message_bytes = max_message_bytes
+
+    # -- sending -----------------------------------------------------------------
+
+    async def _send(
+        self, method: str, headers: dict[str, str], content: bytes | None, session_id: str | None
+    ) -> httpx.Response:
+        request = self.client.build_request(method, self.url, headers=headers, content=content)
+        try:
+            if self.auth is not None:
+                return await self.client.send(request, stream=True, auth=self.auth)
+            return await self.client.send(request, stream=True)
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.PoolTimeout,
+            httpx.UnsupportedProtocol,
+        ) as exc:
+            raise ConnectError(
+                f"could not connect for {method} ({exc.__class__.__name__}: {exc or 'no detail'})",
+                endpoint=self.url,
+                session_id=session_id,
+                hint="Check that the server is running and the URL is right",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise TransportError(
+                f"{method} failed after it was sent ({exc.__class__.__name__}: {exc or 'no detail'})",
+                endpoint=self.url,
+                session_id=session_id,
+            ) from exc
+
+    def _headers(self, accept: str, extra: Mapping[str, str]) -> dict[str, str]:
+        headers = dict(self.base_headers)
+        headers.update(extra)
+        headers["Accept"] = accept
+        return headers
+
+    async def post(
+        self,
+        message: dict[str, Any],
+        extra_headers: Mapping[str, str],
+        *,
+        session_id: str | None,
+        cursor: StreamCursor | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """POST one message; yield what the server sends back (nothing for a 202)."""
+        headers = self._headers(POST_ACCEPT, extra_headers)
+        headers["Content-Type"] = _JSON_CONTENT_TYPE
+        body = json.dumps(message, separators=(",", ":")).encode()
+        response = await self._send("POST", headers, body, session_id)
+        if cursor is not None:
+            cursor.headers = response.headers
+        try:
+            is_request = "id" in message and "method" in message
+            status = response.status_code
+            if status == 202:
+                if is_request:
+                    raise ProtocolError(
+                        f"server answered 202 Accepted to the request {message['method']!r};"
+                        " a request must get a JSON or SSE response",
+                        endpoint=self.url,
+                        session_id=session_id,
+                    )
+                return
+            if status != 200:
+                await self._raise_status(response, "POST", session_id)
+            if not is_request:
+                # A 200 to a notification or response: tolerated, body ignored.
+                return
+            async for incoming in self._read_body(response, session_id, cursor):
+                yield incoming
+        except httpx.TransportError as exc:
+            raise TransportError(
+                f"connection broke while reading the answer to POST ({exc.__class__.__name__})",
+                endpoint=self.url,
+                session_id=session_id,
+            ) from exc
+        finally:
+            await response.aclose()
+
+    async def get_stream(
+        self,
+        extra_headers: Mapping[str, str],
+        *,
+        session_id: str | None,
+        cursor: StreamCursor,
+    ) -> AsyncGenerator[dict[str, Any], None] | None:
+        """Open a GET stream (listen or resume). ``None`` means the server answered 405."""
+        headers = self._headers(SSE_ACCEPT, extra_headers)
+        if cursor.last_event_id is not None:
+            headers["Last-Event-ID"] = cursor.last_event_id
+        response = await self._send("GET", headers, None, session_id)
+        if response.status_code == 405:
+            await response.aclose()
+            return None
+        if response.status_code != 200:
+            try:
+                await self._raise_status(response, "GET", session_id)
+            finally:
+                await response.aclose()
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith(SSE_ACCEPT):
+            await response.aclose()
+            raise ProtocolError(
+                f"GET stream answered with content type {content_type or 'none'!r},"
+                " expected text/event-stream",
+                endpoint=self.url,
+                session_id=session_id,
+            )
+        return self._stream_body(response, session_id, cursor)
+
+    async def _stream_body(
+        self, response: httpx.Response, session_id: str | None, cursor: StreamCursor
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        try:
+            async for incoming in self._read_sse(response, session_id, cursor):
+                yield incoming
+        except httpx.TransportError as exc:
+            raise TransportError(
+                f"SSE stream broke ({exc.__class__.__name__})",
+                endpoint=self.url,
+                session_id=session_id,
+            ) from exc
+        finally:
+            await response.aclose()
+
+    async def delete(self, extra_headers: Mapping[str, str], *, session_id: str | None) -> int:
+        """Send DELETE to end the session; returns the status (405 means not allowed)."""
+        headers = dict(self.base_headers)
+        headers.update(extra_headers)
+        response = await self._send("DELETE", headers, None, session_id)
+        await response.aclose()
+        return response.status_code
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _read_body(
+        self, response: httpx.Response, session_id: str | None, cursor: StreamCursor | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith(_JSON_CONTENT_TYPE):
+            raw = await self._read_capped(response, session_id)
+            yield _decode_message(raw, endpoint=self.url, session_id=session_id)
+        elif content_type.startswith(SSE_ACCEPT):
+            async for incoming in self._read_sse(response, session_id, cursor or StreamCursor()):
+                yield incoming
+        else:
+            raise ProtocolError(
+                f"server answered with content type {content_type or 'none'!r};"
+                " expected application/json or text/event-stream",
+                endpoint=self.url,
+                session_id=session_id,
+            )
+
+    async def _read_capped(self, response: httpx.Response, session_id: str | None) -> bytes:
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_message_bytes:
+            raise ProtocolError(
+                f"response body of {length} bytes exceeds the {self.max_message_bytes}-byte cap",
+                endpoint=self.url,
+                session_id=session_id,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_message_bytes:
+                raise ProtocolError(
+                    f"response body exceeds the {self.max_message_bytes}-byte cap",
+                    endpoint=self.url,
+                    session_id=session_id,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _read_sse(
+        self, response: httpx.Response, session_id: str | None, cursor: StreamCursor
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        async for event in iter_events(
+            response,
+            max_event_bytes=self.max_message_bytes,
+            endpoint=self.url,
+            session_id=session_id,
+        ):
+            if event.retry is not None:
+                cursor.retry_ms = event.retry
+            if event.id:
+                cursor.last_event_id = event.id
+            cursor.events += 1
+            # Priming events (an id with empty data) and anything without data are not messages.
+            if not event.data.strip():
+                continue
+            if event.event not in ("", "message"):
+                logger.debug("ignoring SSE event of type %r from %s", event.event, self.url)
+                continue
+            yield _decode_message(event.data, endpoint=self.url, session_id=session_id)
+
+    async def _raise_status(
+        self, response: httpx.Response, method: str, session_id: str | None
+    ) -> None:
+        status = response.status_code
+        try:
+            body = (await self._read_capped(response, session_id)).decode(errors="replace")[:2000]
+        except (ProtocolError, httpx.TransportError):
+            body = ""
+        detail = ""
+        try:
+            parsed = json.loads(body) if body else None
+            if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+                detail = f": {parsed['error'].get('message', '')}"
+        except ValueError:
+            pass
+        if status == 404 and session_id is not None:
+            raise SessionExpiredError(
+                404,
+                f"session not found on {method} (HTTP 404){detail}",
+                endpoint=self.url,
+                session_id=session_id,
+                hint="Start a new session (ResilientClient does this for you when it can)",
+                body=body,
+            )
+        hints = {
+            400: "The server rejected the request as malformed or missing a session",
+            401: "Pass credentials with auth= or headers=",
+            403: "The server refused the request (credentials or Origin)",
+            404: "Check the endpoint URL (usually it ends in /mcp)",
+            406: "The server did not accept the Accept header",
+            429: "The server is rate limiting; retry later",
+            503: "The server is unavailable; retry later",
+        }
+        hint = hints.get(status)
+        if 300 <= status < 400:
+            hint = "Redirects are not followed (credentials stay with the configured endpoints)"
+        raise HTTPStatusError(
+            status,
+            f"{method} got HTTP {status}{detail}",
+            endpoint=self.url,
+            session_id=session_id,
+            hint=hint,
+            body=body,
+            retry_after=_retry_after(response),
+        )

@@ -1,0 +1,167 @@
+"""Typed exceptions raised by mcp-resilient.
+
+Every failure says what happened, where (endpoint and session) and, where it
+helps, what the caller can do about it. The tree is shallow on purpose:
+
+- ``MCPError``: base of everything raised here.
+  - ``ServerError``: the server answered with a JSON-RPC error (code and data kept).
+  - ``TransportError``: something went wrong between us and the server.
+    - ``ConnectError``: the request was never sent (refused, DNS, no route).
+    - ``HTTPStatusError``: the server answered with an unexpected HTTP status.
+      - ``SessionExpiredError``: 404 on a request that carried a session id.
+    - ``ProtocolError``: the server sent something that breaks the protocol.
+      - ``EventTooLargeError``: an SSE event exceeded the configured cap.
+    - ``StreamEndedError``: an SSE answer ended before its response.
+    - ``RequestTimeoutError``: the caller's deadline passed (also a ``TimeoutError``).
+  - ``UnsupportedProtocolVersionError``: the server picked a version we do not speak.
+  - ``ClientClosedError``: the client was used outside ``async with`` or after close.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ClientClosedError",
+    "ConnectError",
+    "EventTooLargeError",
+    "HTTPStatusError",
+    "MCPError",
+    "ProtocolError",
+    "RequestTimeoutError",
+    "ServerError",
+    "SessionExpiredError",
+    "StreamEndedError",
+    "TransportError",
+    "UnsupportedProtocolVersionError",
+]
+
+
+def _where(endpoint: str | None, session_id: str | None) -> str:
+    parts = []
+    if endpoint:
+        parts.append(f"endpoint {endpoint}")
+    if session_id:
+        parts.append(f"session {session_id}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+class MCPError(Exception):
+    """Base class for every error raised by mcp-resilient."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        session_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.endpoint = endpoint
+        self.session_id = session_id
+        self.hint = hint
+        text = message + _where(endpoint, session_id)
+        if hint:
+            text += f". {hint}"
+        super().__init__(text)
+
+
+class ServerError(MCPError):
+    """The server answered the request with a JSON-RPC error.
+
+    This is an answer, not a transport failure: it is never retried.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        data: Any = None,
+        *,
+        method: str | None = None,
+        endpoint: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.code = code
+        self.data = data
+        self.method = method
+        what = (
+            f"server error {code} on {method}: {message}"
+            if method
+            else f"server error {code}: {message}"
+        )
+        super().__init__(what, endpoint=endpoint, session_id=session_id)
+        self.message = message
+
+
+class TransportError(MCPError):
+    """A failure between the client and the server (network, HTTP, framing)."""
+
+
+class ConnectError(TransportError):
+    """The request could not be sent: connection refused, DNS failure, no route."""
+
+
+class HTTPStatusError(TransportError):
+    """The server answered with an HTTP status the protocol does not allow here."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        session_id: str | None = None,
+        hint: str | None = None,
+        body: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.retry_after = retry_after
+        super().__init__(message, endpoint=endpoint, session_id=session_id, hint=hint)
+
+
+class SessionExpiredError(HTTPStatusError):
+    """The server answered 404 to a request that carried a session id: the session is gone."""
+
+
+class ProtocolError(TransportError):
+    """The server sent something the protocol does not allow (bad JSON, wrong content type...)."""
+
+
+class EventTooLargeError(ProtocolError):
+    """An SSE event grew past the configured size cap."""
+
+
+class StreamEndedError(TransportError):
+    """An SSE stream ended before it carried the response to the request."""
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """The call's deadline passed before the server answered."""
+
+
+class UnsupportedProtocolVersionError(MCPError):
+    """The server chose a protocol version this client does not speak."""
+
+    def __init__(
+        self,
+        server_version: str,
+        supported: tuple[str, ...],
+        *,
+        endpoint: str | None = None,
+    ) -> None:
+        self.server_version = server_version
+        self.supported = supported
+        super().__init__(
+            f"server chose protocol version {server_version!r}, which this client does not speak"
+            f" (supported: {', '.join(supported)})",
+            endpoint=endpoint,
+            hint="Upgrade mcp-resilient or configure the server to offer one of the supported versions",
+        )
+
+
+class ClientClosedError(MCPError):
+    """The client is not open: use it inside ``async with ResilientClient(...)``."""
