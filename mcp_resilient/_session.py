@@ -23,6 +23,8 @@ from ._events import EventSink
 from ._handlers import Handlers, ProgressHandler, ServerRequestError, call_progress
 from ._transports import HTTPWire, StreamCursor
 from .errors import (
+    ConnectError,
+    HTTPStatusError,
     MCPError,
     ProtocolError,
     RequestTimeoutError,
@@ -41,6 +43,11 @@ logger = logging.getLogger("mcp_resilient")
 
 _LISTEN_MAX_IDLE_RECONNECTS = 5
 """Reconnects of the listen stream in a row that bring no new event before we give up."""
+
+
+def _resumable_break(exc: TransportError) -> bool:
+    """A broken connection can be resumed; bad data or an HTTP refusal cannot."""
+    return not isinstance(exc, ProtocolError | HTTPStatusError | ConnectError | StreamEndedError)
 
 
 class _Pending:
@@ -75,6 +82,7 @@ class Session:
         self.task_group = task_group
         self.events = events
         self.closed = False
+        self.max_stream_reconnects = 5
         self.on_list_changed: list[Any] = []
         self._ids = itertools.count(1)
         self._pending: dict[int | str, _Pending] = {}
@@ -174,11 +182,19 @@ class Session:
         stream = self.wire.post(
             message, self.era.headers(method), session_id=self.session_id, cursor=cursor
         )
-        async with aclosing(stream):
-            async for incoming in stream:
-                await self.dispatch(incoming)
-                if pending.message is not None:
-                    return
+        try:
+            async with aclosing(stream):
+                async for incoming in stream:
+                    await self.dispatch(incoming)
+                    if pending.message is not None:
+                        return
+        except TransportError as exc:
+            # A broken SSE answer can be resumed if the server gave us an event id.
+            if not _resumable_break(exc) or cursor.last_event_id is None:
+                raise
+            logger.debug(
+                "answer stream for %s broke after event %s: %s", method, cursor.last_event_id, exc
+            )
         if pending.message is not None:
             return
         if cursor.events == 0:
@@ -187,11 +203,64 @@ class Session:
                 endpoint=self.endpoint,
                 session_id=self.session_id,
             )
-        raise StreamEndedError(
-            f"SSE stream for {method} (id {message['id']}) ended without a response",
-            endpoint=self.endpoint,
-            session_id=self.session_id,
-        )
+        await self._resume(message, pending, cursor)
+
+    async def _resume(
+        self, message: dict[str, Any], pending: _Pending, cursor: StreamCursor
+    ) -> None:
+        """Reconnect with GET + Last-Event-ID until the response arrives or the cap is hit."""
+        method, rid = message["method"], message["id"]
+        idle = 0
+        while pending.message is None:
+            if cursor.last_event_id is None:
+                raise StreamEndedError(
+                    f"SSE stream for {method} (id {rid}) ended without a response"
+                    " and carried no event id, so it cannot be resumed",
+                    endpoint=self.endpoint,
+                    session_id=self.session_id,
+                )
+            if idle >= self.max_stream_reconnects:
+                raise StreamEndedError(
+                    f"SSE stream for {method} (id {rid}) ended without a response;"
+                    f" gave up after {idle} reconnects that brought no new event",
+                    endpoint=self.endpoint,
+                    session_id=self.session_id,
+                    hint="The server keeps closing the stream without sending anything",
+                )
+            if cursor.retry_ms is not None:
+                delay = cursor.retry_ms / 1000
+            else:
+                delay = random.uniform(0, min(10.0, 0.1 * 2**idle))
+            await anyio.sleep(delay)
+            before = cursor.last_event_id
+            await self.events.emit(
+                "stream_resumed",
+                endpoint=self.endpoint,
+                session_id=self.session_id,
+                request_id=rid,
+                last_event_id=before,
+            )
+            try:
+                stream = await self.wire.get_stream(
+                    self.era.headers("GET"), session_id=self.session_id, cursor=cursor
+                )
+                if stream is None:
+                    raise StreamEndedError(
+                        f"SSE stream for {method} (id {rid}) ended without a response and the"
+                        " server does not allow GET (405), so it cannot be resumed",
+                        endpoint=self.endpoint,
+                        session_id=self.session_id,
+                    )
+                async with aclosing(stream):
+                    async for incoming in stream:
+                        await self.dispatch(incoming)
+                        if pending.message is not None:
+                            return
+            except TransportError as exc:
+                if not _resumable_break(exc):
+                    raise
+                logger.debug("resumed stream for %s broke: %s", method, exc)
+            idle = 0 if cursor.last_event_id != before else idle + 1
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         """Send a notification; the server must answer 202."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ class StreamCursor:
     retry_ms: int | None = None
     events: int = 0
     headers: httpx.Headers | None = None
+    seen_ids: set[str] = field(default_factory=set)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -282,6 +283,11 @@ class HTTPWire:
             if event.retry is not None:
                 cursor.retry_ms = event.retry
             if event.id:
+                if event.id in cursor.seen_ids:
+                    # A replay of something already delivered: exactly-once means drop it.
+                    logger.debug("dropping replayed SSE event %s from %s", event.id, self.url)
+                    continue
+                cursor.seen_ids.add(event.id)
                 cursor.last_event_id = event.id
             cursor.events += 1
             # Priming events (an id with empty data) and anything without data are not messages.
