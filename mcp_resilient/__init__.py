@@ -1,6 +1,7 @@
 """mcp-resilient: an MCP client over Streamable HTTP that keeps working when servers fail."""
 
-from ._client import DEFAULT_TIMEOUT, ResilientClient
+from ._classify import Failure, classify
+from ._client import DEFAULT_TIMEOUT, ClientStats, ResilientClient
 from ._eras import HANDSHAKE_VERSIONS
 from ._events import Event, EventCallback, EventKind
 from ._handlers import (
@@ -14,14 +15,17 @@ from ._handlers import (
     ServerRequestError,
     apply_schema_defaults,
 )
+from ._policy import NO_RETRY, RetryBudget, RetryPolicy
 from .errors import (
     ClientClosedError,
     ConnectError,
     EventTooLargeError,
     HTTPStatusError,
     MCPError,
+    OutcomeUnknownError,
     ProtocolError,
     RequestTimeoutError,
+    ResumeFailedError,
     ServerError,
     SessionExpiredError,
     StreamEndedError,
@@ -34,22 +38,29 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_TIMEOUT",
     "HANDSHAKE_VERSIONS",
+    "NO_RETRY",
     "ClientClosedError",
+    "ClientStats",
     "ConnectError",
     "ElicitationHandler",
     "Event",
     "EventCallback",
     "EventKind",
     "EventTooLargeError",
+    "Failure",
     "HTTPStatusError",
     "ListChangedHandler",
     "LogHandler",
     "MCPError",
     "NotificationHandler",
+    "OutcomeUnknownError",
     "ProgressHandler",
     "ProtocolError",
     "RequestTimeoutError",
     "ResilientClient",
+    "ResumeFailedError",
+    "RetryBudget",
+    "RetryPolicy",
     "RootsProvider",
     "SamplingHandler",
     "ServerError",
@@ -60,4 +71,5 @@ __all__ = [
     "UnsupportedProtocolVersionError",
     "__version__",
     "apply_schema_defaults",
+    "classify",
 ]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -19,6 +21,7 @@ import httpx
 import mcp_types
 from pydantic import BaseModel, ValidationError
 
+from ._classify import SAFE_METHODS, Failure, classify, tool_is_safe
 from ._eras import HANDSHAKE_VERSIONS, HandshakeEra
 from ._events import EventCallback, EventSink
 from ._handlers import (
@@ -32,12 +35,23 @@ from ._handlers import (
     SamplingHandler,
     default_log_handler,
 )
+from ._policy import RetryPolicy, TokenBucket
+from ._pool import Endpoint, EndpointPool
 from ._session import Session
 from ._sse import DEFAULT_MAX_EVENT_BYTES
-from ._transports import HTTPWire
-from .errors import ClientClosedError, ConnectError, MCPError, ProtocolError
+from ._transports import SSE_ACCEPT, HTTPWire
+from .errors import (
+    ClientClosedError,
+    ConnectError,
+    HTTPStatusError,
+    MCPError,
+    OutcomeUnknownError,
+    ProtocolError,
+    RequestTimeoutError,
+    ResumeFailedError,
+)
 
-__all__ = ["DEFAULT_TIMEOUT", "ResilientClient"]
+__all__ = ["DEFAULT_TIMEOUT", "ClientStats", "ResilientClient"]
 
 logger = logging.getLogger("mcp_resilient")
 
@@ -48,6 +62,32 @@ _MAX_PAGES = 10_000
 _VERSION = "0.1.0"
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters for dashboards and tests: what the client had to do to keep going."""
+
+    attempts: int = 0
+    retries: int = 0
+    failovers: int = 0
+    sessions: int = 0
+    sessions_lost: int = 0
+    resumes: int = 0
+    resume_failures: int = 0
+    outcome_unknown: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class _Lost:
+    """The session we lost, so its successor can take over its state."""
+
+    session_id: str | None
+    endpoint: str
+
+
+def _deadline(timeout: float | None) -> float:
+    return math.inf if timeout is None else time.monotonic() + timeout
 
 
 def _default_http_client() -> httpx.AsyncClient:
@@ -85,6 +125,13 @@ class ResilientClient:
         on_event: Callback for client events (session started/lost, retries...).
         max_event_bytes: Cap on one SSE event or JSON body.
         listen: Open the GET stream for server-initiated messages after the handshake.
+        retry: Attempts, backoff, retry budget and endpoint health (``RetryPolicy()``).
+        resume_tool: Tool called with ``old_session_id`` on a new session to carry the old
+            session's state over (only if the server lists it); ``None`` turns it off.
+        trust_annotations: Let a tool's ``readOnlyHint``/``idempotentHint`` (from the last
+            ``list_tools``) allow re-sending it after an ambiguous failure.
+        on_resume_failure: ``"raise"``: the next call raises ``ResumeFailedError`` once;
+            ``"ignore"``: only the ``resume_failed`` event and log line.
     """
 
     def __init__(
@@ -106,6 +153,10 @@ class ResilientClient:
         on_event: EventCallback | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         listen: bool = True,
+        retry: RetryPolicy | None = None,
+        resume_tool: str | None = "resume_session",
+        trust_annotations: bool = True,
+        on_resume_failure: Literal["raise", "ignore"] = "raise",
     ) -> None:
         urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not urls:
@@ -141,6 +192,15 @@ class ResilientClient:
         self._events = EventSink(on_event)
         self._max_event_bytes = max_event_bytes
         self._listen = listen
+        self.retry_policy = retry or RetryPolicy()
+        self.resume_tool = resume_tool
+        self.trust_annotations = trust_annotations
+        self.on_resume_failure = on_resume_failure
+        self.stats = ClientStats()
+        self._pool = EndpointPool(self.endpoints, self.retry_policy)
+        self._bucket = TokenBucket(self.retry_policy.budget)
+        self._lost: _Lost | None = None
+        self._resume_error: ResumeFailedError | None = None
         self._stack: AsyncExitStack | None = None
         self._session: Session | None = None
         self._init: mcp_types.InitializeResult | None = None
@@ -161,8 +221,17 @@ class ResilientClient:
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             self._task_group = task_group
+            self._recover_lock = anyio.Lock()
             self._stack = stack
-            await self._connect()
+            deadline = _deadline(self.timeout)
+            try:
+                with anyio.fail_after(self.timeout if self.timeout is not None else math.inf):
+                    await self._ensure_session(deadline)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"could not open a session within {self.timeout:g} s",
+                    endpoint=", ".join(self.endpoints),
+                ) from None
         except BaseException:
             self._stack = None
             await stack.aclose()
@@ -195,23 +264,67 @@ class ResilientClient:
             )
         await stack.aclose()
 
-    async def _connect(self) -> None:
-        failures: list[MCPError] = []
-        for url in self.endpoints:
-            try:
-                await self._open_session(url)
-                return
-            except ConnectError as exc:
-                failures.append(exc)
-                logger.info("could not connect to %s: %s", url, exc)
-        raise ConnectError(
-            f"no endpoint could be reached ({len(failures)} tried): "
-            + "; ".join(str(f) for f in failures),
-            endpoint=", ".join(self.endpoints),
-            hint="Check that at least one server is running",
-        )
+    async def _ensure_session(self, deadline: float) -> Session:
+        """The current session, or a new one (shared by every caller waiting on it)."""
+        session = self._session
+        if session is not None:
+            return session
+        async with self._recover_lock:
+            if self._session is None:
+                await self._establish(deadline)
+            assert self._session is not None
+            return self._session
 
-    async def _open_session(self, url: str) -> None:
+    async def _establish(self, deadline: float) -> None:
+        """Open a session on the best endpoint, retrying with backoff within the deadline."""
+        lost = self._lost
+        policy = self.retry_policy
+        attempt = 0
+        while True:
+            attempt += 1
+            endpoint = self._pool.pick(avoid=lost.endpoint if lost else None)
+            try:
+                session = await self._open_session(endpoint.url)
+                break
+            except RequestTimeoutError:
+                raise
+            except MCPError as exc:
+                if classify(exc) is Failure.ANSWERED:
+                    raise
+                await self._endpoint_failed(endpoint)
+                if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                    raise ConnectError(
+                        f"could not open a session after {attempt} attempts over"
+                        f" {len(self.endpoints)} endpoint(s); last error: {exc}",
+                        endpoint=", ".join(self.endpoints),
+                        hint="Check that at least one server is running",
+                    ) from exc
+                await self._backoff(attempt, exc, deadline, "initialize", endpoint.url, None)
+        if self._pool.record_success(endpoint):
+            await self._events.emit("endpoint_up", endpoint=endpoint.url)
+        self._session = session
+        self.stats.sessions += 1
+        await self._events.emit(
+            "session_started",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+            protocol_version=session.era.protocol_version,
+        )
+        if lost is not None:
+            if lost.endpoint != session.endpoint:
+                self.stats.failovers += 1
+                await self._events.emit(
+                    "failover",
+                    endpoint=session.endpoint,
+                    session_id=session.session_id,
+                    from_endpoint=lost.endpoint,
+                )
+            await self._carry_state(session, lost.session_id)
+            self._lost = None
+        if self._listen:
+            session.start_listening()
+
+    async def _open_session(self, url: str) -> Session:
         assert self._http is not None
         wire = HTTPWire(
             self._http,
@@ -227,16 +340,163 @@ class ResilientClient:
         )
         session = Session(wire, era, self._handlers, self._task_group, self._events)
         session.on_list_changed.append(self._list_changed)
-        self._init = await era.open(session, timeout=self.timeout)
-        self._session = session
+        self._init = await era.open(session, timeout=None)
+        return session
+
+    async def _carry_state(self, session: Session, old_session_id: str | None) -> None:
+        """Call the resume tool on the new session so the old session's state moves over."""
+        name = self.resume_tool
+        if name is None or old_session_id is None or old_session_id == session.session_id:
+            return
+        try:
+            tools = await self._list_tools_on(session)
+            if name not in tools:
+                logger.info(
+                    "server at %s lists no %r tool: state of session %s is not carried over",
+                    session.endpoint,
+                    name,
+                    old_session_id,
+                )
+                return
+            raw = await session.request(
+                "tools/call",
+                {"name": name, "arguments": {"old_session_id": old_session_id}},
+                timeout=None,
+            )
+            result = mcp_types.CallToolResult.model_validate(raw)
+            if result.is_error:
+                text = " ".join(getattr(block, "text", "") for block in result.content)
+                raise ProtocolError(f"{name} answered with an error: {text or 'no detail'}")
+        except (MCPError, ValidationError) as exc:
+            self.stats.resume_failures += 1
+            await self._events.emit(
+                "resume_failed",
+                endpoint=session.endpoint,
+                session_id=session.session_id,
+                old_session_id=old_session_id,
+                error=str(exc),
+            )
+            if self.on_resume_failure == "raise":
+                self._resume_error = ResumeFailedError(
+                    f"session {old_session_id} was replaced by {session.session_id}, but"
+                    f" {name} failed, so its state may be missing: {exc}",
+                    old_session_id=old_session_id,
+                    endpoint=session.endpoint,
+                    session_id=session.session_id,
+                )
+            return
+        self.stats.resumes += 1
         await self._events.emit(
-            "session_started",
-            endpoint=url,
-            session_id=era.session_id,
-            protocol_version=era.protocol_version,
+            "session_resumed",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+            old_session_id=old_session_id,
         )
-        if self._listen:
-            session.start_listening()
+
+    async def _list_tools_on(self, session: Session) -> dict[str, mcp_types.Tool]:
+        """tools/list straight on one session (no retry loop: used while recovering)."""
+        tools: list[mcp_types.Tool] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            raw = await session.request(
+                "tools/list", {"cursor": cursor} if cursor else None, timeout=None
+            )
+            page = mcp_types.ListToolsResult.model_validate(raw)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self._tools = {tool.name: tool for tool in tools}
+        return self._tools
+
+    # -- failure handling ----------------------------------------------------------
+
+    async def _endpoint_failed(self, endpoint: Endpoint) -> None:
+        self._bucket.on_failure()
+        if self._pool.record_failure(endpoint):
+            await self._events.emit(
+                "endpoint_down", endpoint=endpoint.url, down_for=round(endpoint.down_interval, 3)
+            )
+            if not endpoint.probing and self._stack is not None:
+                endpoint.probing = True
+                self._task_group.start_soon(self._probe, endpoint)
+
+    async def _probe(self, endpoint: Endpoint) -> None:
+        """Bring a down endpoint back as soon as it answers HTTP again."""
+        assert self._http is not None
+        try:
+            while self._stack is not None and endpoint.down_until > 0:
+                await anyio.sleep(max(0.0, endpoint.down_until - time.monotonic()))
+                if endpoint.down_until == 0:
+                    return  # a real call succeeded there meanwhile
+                alive = False
+                with anyio.move_on_after(2):
+                    try:
+                        request = self._http.build_request(
+                            "GET", endpoint.url, headers={**self._headers, "Accept": SSE_ACCEPT}
+                        )
+                        response = await self._http.send(request, stream=True)
+                        await response.aclose()
+                        alive = True
+                    except httpx.HTTPError:
+                        alive = False
+                if alive:
+                    self._pool.record_success(endpoint)
+                    await self._events.emit("endpoint_up", endpoint=endpoint.url, probe=True)
+                    return
+                self._pool.mark_down(endpoint)
+        finally:
+            endpoint.probing = False
+
+    async def _drop_session(self, session: Session, failure: Failure, exc: MCPError) -> None:
+        """Forget a failed session (only if it is still the current one: generation guard)."""
+        if self._session is not session:
+            return
+        self._session = None
+        self._lost = _Lost(session.session_id, session.endpoint)
+        self.stats.sessions_lost += 1
+        session.stop()
+        await self._events.emit(
+            "session_lost",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+            reason=failure.value,
+            error=exc.message,
+        )
+
+    async def _backoff(
+        self,
+        attempt: int,
+        exc: MCPError,
+        deadline: float,
+        method: str,
+        endpoint: str | None,
+        session_id: str | None,
+    ) -> None:
+        policy = self.retry_policy
+        delay = policy.backoff(attempt)
+        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        if self._bucket.throttled:
+            delay = max(delay, policy.max_backoff)
+        if time.monotonic() + delay >= deadline:
+            raise RequestTimeoutError(
+                f"{method}: not enough time left before the deadline to retry after: {exc}",
+                endpoint=endpoint,
+                session_id=session_id,
+                hint="Pass a larger timeout= to ride out longer outages",
+            ) from exc
+        self.stats.retries += 1
+        await self._events.emit(
+            "retry",
+            endpoint=endpoint,
+            session_id=session_id,
+            method=method,
+            attempt=attempt,
+            delay=round(delay, 3),
+            error=exc.message,
+        )
+        await anyio.sleep(delay)
 
     def _list_changed(self, kind: str) -> None:
         if kind == "tools":
@@ -291,12 +551,23 @@ class ResilientClient:
         *,
         timeout: float | Literal["default"] | None = "default",
         progress_handler: ProgressHandler | None = None,
+        idempotent: bool | None = None,
     ) -> ModelT:
-        session = self._require_session()
-        deadline = self.timeout if timeout == "default" else timeout
-        raw = await session.request(
-            method, params, timeout=deadline, progress_handler=progress_handler
-        )
+        if self._stack is None:
+            self._require_session()
+        limit = self.timeout if timeout == "default" else timeout
+        try:
+            with anyio.fail_after(limit if limit is not None else math.inf):
+                raw, session = await self._call(
+                    method, params, _deadline(limit), progress_handler, idempotent
+                )
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"{method} did not complete within {limit:g} s",
+                endpoint=self.endpoint,
+                session_id=self.session_id,
+                hint="Pass a larger timeout= if the server is just slow",
+            ) from None
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
@@ -306,6 +577,98 @@ class ResilientClient:
                 endpoint=session.endpoint,
                 session_id=session.session_id,
             ) from None
+
+    async def _call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        deadline: float,
+        progress_handler: ProgressHandler | None,
+        idempotent: bool | None,
+    ) -> tuple[dict[str, Any], Session]:
+        """One call with retries: classify each failure, re-send only what is safe."""
+        if self._resume_error is not None:
+            error, self._resume_error = self._resume_error, None
+            raise error
+        policy = self.retry_policy
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.attempts += 1
+            session = await self._ensure_session(deadline)
+            endpoint = self._pool.get(session.endpoint)
+            endpoint.in_flight += 1
+            try:
+                raw = await session.request(
+                    method, params, timeout=None, progress_handler=progress_handler
+                )
+            except RequestTimeoutError:
+                raise
+            except MCPError as exc:
+                failure = classify(exc)
+                if failure is Failure.ANSWERED:
+                    raise
+                if failure is not Failure.SESSION_LOST:
+                    await self._endpoint_failed(endpoint)
+                if failure is Failure.SESSION_LOST or (
+                    (failure is Failure.IN_DOUBT or endpoint.down_until > 0)
+                    and not isinstance(exc, HTTPStatusError)
+                ):
+                    await self._drop_session(session, failure, exc)
+                if failure is Failure.IN_DOUBT and not self._safe(method, params, idempotent):
+                    raise await self._outcome_unknown(method, params, session, exc) from exc
+                if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                    raise
+                await self._backoff(
+                    attempt, exc, deadline, method, session.endpoint, session.session_id
+                )
+                continue
+            finally:
+                endpoint.in_flight -= 1
+            self._bucket.on_success()
+            if self._pool.record_success(endpoint):
+                await self._events.emit("endpoint_up", endpoint=endpoint.url)
+            return raw, session
+
+    def _safe(self, method: str, params: dict[str, Any] | None, idempotent: bool | None) -> bool:
+        if idempotent is False:
+            return False
+        if method in SAFE_METHODS:
+            return True
+        if method == "tools/call" and params is not None:
+            return tool_is_safe(
+                str(params.get("name")),
+                idempotent=idempotent,
+                trust_annotations=self.trust_annotations,
+                tools=self._tools,
+            )
+        return bool(idempotent)
+
+    async def _outcome_unknown(
+        self, method: str, params: dict[str, Any] | None, session: Session, exc: MCPError
+    ) -> OutcomeUnknownError:
+        self.stats.outcome_unknown += 1
+        tool = str(params.get("name")) if method == "tools/call" and params else None
+        what = f"{method} of tool {tool!r}" if tool else method
+        await self._events.emit(
+            "outcome_unknown",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+            method=method,
+            tool=tool,
+            request_id=exc.request_id,
+            error=exc.message,
+        )
+        return OutcomeUnknownError(
+            f"{what} (request id {exc.request_id}) was sent but its answer was lost"
+            f" ({exc.message}); it is not known to be safe to send again",
+            method=method,
+            tool=tool,
+            request_id=exc.request_id,
+            stage="sent; connection lost before the answer",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+        )
 
     async def _paginate(
         self,
@@ -355,8 +718,15 @@ class ResilientClient:
         progress_handler: ProgressHandler | None = None,
         timeout: float | Literal["default"] | None = "default",
         meta: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None,
     ) -> mcp_types.CallToolResult:
-        """Call a tool. A tool-level failure comes back with ``is_error=True``, not raised."""
+        """Call a tool. A tool-level failure comes back with ``is_error=True``, not raised.
+
+        After an ambiguous failure (sent, answer lost) the call is re-sent only if it is
+        safe: ``idempotent=True``, or (when ``None``) the tool's annotations from the last
+        ``list_tools`` say read-only or idempotent. Otherwise ``OutcomeUnknownError``.
+        ``idempotent=False`` forbids re-sending after the request went out.
+        """
         params: dict[str, Any] = {"name": name, "arguments": dict(arguments or {})}
         if meta:
             params["_meta"] = dict(meta)
@@ -366,6 +736,7 @@ class ResilientClient:
             mcp_types.CallToolResult,
             timeout=timeout,
             progress_handler=progress_handler,
+            idempotent=idempotent,
         )
 
     async def list_resources(

@@ -141,6 +141,9 @@ class Session:
             if cancellable and pending.message is None:
                 self._cancel_in_background(rid, "cancelled by the caller")
             raise
+        except MCPError as exc:
+            exc.request_id = rid
+            raise
         finally:
             self._pending.pop(rid, None)
             self._progress.pop(rid, None)
@@ -256,6 +259,14 @@ class Session:
                         await self.dispatch(incoming)
                         if pending.message is not None:
                             return
+            except (ConnectError, HTTPStatusError) as exc:
+                # The request went out earlier; failing to resume leaves its outcome open.
+                raise StreamEndedError(
+                    f"SSE stream for {method} (id {rid}) ended without a response and could"
+                    f" not be resumed: {exc.message}",
+                    endpoint=self.endpoint,
+                    session_id=self.session_id,
+                ) from exc
             except TransportError as exc:
                 if not _resumable_break(exc):
                     raise

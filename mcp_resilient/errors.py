@@ -13,7 +13,9 @@ helps, what the caller can do about it. The tree is shallow on purpose:
       - ``EventTooLargeError``: an SSE event exceeded the configured cap.
     - ``StreamEndedError``: an SSE answer ended before its response.
     - ``RequestTimeoutError``: the caller's deadline passed (also a ``TimeoutError``).
+    - ``OutcomeUnknownError``: sent, then lost; not safe to re-send.
   - ``UnsupportedProtocolVersionError``: the server picked a version we do not speak.
+  - ``ResumeFailedError``: a new session was made, but the old state did not move.
   - ``ClientClosedError``: the client was used outside ``async with`` or after close.
 """
 
@@ -27,8 +29,10 @@ __all__ = [
     "EventTooLargeError",
     "HTTPStatusError",
     "MCPError",
+    "OutcomeUnknownError",
     "ProtocolError",
     "RequestTimeoutError",
+    "ResumeFailedError",
     "ServerError",
     "SessionExpiredError",
     "StreamEndedError",
@@ -48,6 +52,9 @@ def _where(endpoint: str | None, session_id: str | None) -> str:
 
 class MCPError(Exception):
     """Base class for every error raised by mcp-resilient."""
+
+    request_id: int | str | None = None
+    """The JSON-RPC id of the request that failed, when there was one."""
 
     def __init__(
         self,
@@ -165,3 +172,54 @@ class UnsupportedProtocolVersionError(MCPError):
 
 class ClientClosedError(MCPError):
     """The client is not open: use it inside ``async with ResilientClient(...)``."""
+
+
+class OutcomeUnknownError(TransportError):
+    """The request was sent and then the connection failed: the server may have run it.
+
+    Raised instead of re-sending a call that is not known to be safe to repeat (not
+    read-only, not idempotent). Check the server's state before trying again, or pass
+    ``idempotent=True`` for calls that may safely run twice.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        request_id: int | str | None,
+        stage: str,
+        endpoint: str | None = None,
+        session_id: str | None = None,
+        tool: str | None = None,
+    ) -> None:
+        self.method = method
+        self.stage = stage
+        self.tool = tool
+        super().__init__(
+            message,
+            endpoint=endpoint,
+            session_id=session_id,
+            hint="The server may or may not have run it; check before retrying,"
+            " or pass idempotent=True if running it twice is harmless",
+        )
+        self.request_id = request_id
+
+
+class ResumeFailedError(MCPError):
+    """A lost session was replaced, but moving its state with the resume tool failed.
+
+    The new session works, but it may lack the old session's state. Raised once, on the
+    next call after the failed resume (see ``ResilientClient(on_resume_failure=...)``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        old_session_id: str | None,
+        endpoint: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.old_session_id = old_session_id
+        super().__init__(message, endpoint=endpoint, session_id=session_id)

@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from mcp_resilient import (
+    NO_RETRY,
     EventTooLargeError,
+    OutcomeUnknownError,
     ProtocolError,
     RequestTimeoutError,
     ResilientClient,
@@ -35,11 +37,15 @@ def only_for(tool: str, answer: Callable[[dict[str, Any]], httpx.Response]) -> A
     return route
 
 
-async def call_bad_then_good(server: FakeServer, expected: type[Exception], match: str) -> None:
+async def call_bad_then_good(
+    server: FakeServer, expected: type[Exception], match: str, cause: type[Exception] | None = None
+) -> None:
     async with ResilientClient(URL, listen=False, max_event_bytes=CAP, timeout=5) as client:
         with anyio.fail_after(10), pytest.raises(expected, match=match) as info:
             await client.call_tool("bad")
         assert info.value.endpoint == URL  # type: ignore[attr-defined]
+        if cause is not None:
+            assert isinstance(info.value.__cause__, cause)
         good = await client.call_tool("good")
         assert good.content[0].text == "fine"  # type: ignore[union-attr]
 
@@ -109,13 +115,15 @@ async def test_response_id_that_matches_nothing_sse(server: FakeServer) -> None:
         "tools/call",
         only_for("bad", lambda b: sse_response(sse_event({"jsonrpc": "2.0", "id": "nope", "result": {}}, id="1"))),
     )
-    await call_bad_then_good(server, StreamEndedError, "ended without a response")
+    # The request went out and its answer is lost: not safe to re-send a plain tool call.
+    await call_bad_then_good(server, OutcomeUnknownError, "ended without a response", StreamEndedError)
 
 
 async def test_stream_that_ends_without_response(server: FakeServer) -> None:
     progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 0, "progress": 1}}
     server.on("tools/call", only_for("bad", lambda b: sse_response(sse_event(id="p"), sse_event(progress, id="1"))))
-    await call_bad_then_good(server, StreamEndedError, "ended without a response")
+    # The request went out and its answer is lost: not safe to re-send a plain tool call.
+    await call_bad_then_good(server, OutcomeUnknownError, "ended without a response", StreamEndedError)
 
 
 async def test_result_that_does_not_validate(server: FakeServer) -> None:
@@ -144,7 +152,7 @@ async def test_server_that_never_answers(server: FakeServer) -> None:
 
     server.on("tools/call", route)
     async with ResilientClient(URL, listen=False, timeout=0.3) as client:
-        with anyio.fail_after(10), pytest.raises(RequestTimeoutError, match="no answer within 0.3 s"):
+        with anyio.fail_after(10), pytest.raises(RequestTimeoutError, match="did not complete within 0.3 s"):
             await client.call_tool("bad")
         assert (await client.call_tool("good")).content[0].text == "fine"  # type: ignore[union-attr]
 
@@ -169,7 +177,7 @@ async def test_http_error_status_is_typed_and_keeps_the_detail(server: FakeServe
         "tools/call",
         only_for("bad", lambda b: httpx.Response(503, headers={"retry-after": "2"}, text="overloaded")),
     )
-    async with ResilientClient(URL, listen=False) as client:
+    async with ResilientClient(URL, listen=False, retry=NO_RETRY) as client:
         with pytest.raises(HTTPStatusError) as info:
             await client.call_tool("bad")
         assert info.value.status_code == 503
@@ -180,11 +188,12 @@ async def test_http_error_status_is_typed_and_keeps_the_detail(server: FakeServe
 
 
 async def test_connection_refused_is_a_connect_error() -> None:
-    from mcp_resilient import ConnectError
+    from mcp_resilient import ConnectError, RetryPolicy
 
     # Port 9 on loopback: nothing listens there in the test environment.
-    with anyio.fail_after(15), pytest.raises(ConnectError, match="no endpoint could be reached"):
-        async with ResilientClient("http://127.0.0.1:9/mcp", timeout=5):
+    policy = RetryPolicy(max_attempts=2, initial_backoff=0.01)
+    with anyio.fail_after(15), pytest.raises(ConnectError, match="could not open a session after 2 attempts"):
+        async with ResilientClient("http://127.0.0.1:9/mcp", timeout=5, retry=policy):
             pass
 
 

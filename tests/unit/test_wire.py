@@ -244,7 +244,7 @@ async def test_timeout_raises_within_deadline_and_sends_cancelled(server: FakeSe
     server.on("tools/call", never)
     async with ResilientClient(URL, listen=False) as client:
         with anyio.fail_after(10):  # a generous outer bound: the 0.2 s deadline must fire first
-            with pytest.raises(RequestTimeoutError, match=r"tools/call got no answer within 0.2 s"):
+            with pytest.raises(RequestTimeoutError, match=r"tools/call did not complete within 0.2 s"):
                 await client.call_tool("never", timeout=0.2)
         with anyio.fail_after(5):
             while not any(
@@ -301,7 +301,9 @@ async def test_404_with_session_id_is_session_expired(server: FakeServer) -> Non
             404, json={"error": {"code": -32600, "message": "Session not found"}}
         ),
     )
-    async with ResilientClient(URL, listen=False) as client:
+    from mcp_resilient import NO_RETRY
+
+    async with ResilientClient(URL, listen=False, retry=NO_RETRY) as client:
         with pytest.raises(SessionExpiredError) as info:
             await client.call_tool("x")
     assert info.value.status_code == 404

@@ -1,0 +1,92 @@
+"""Sorting failures into the four classes that decide what may be retried.
+
+- ``NOT_SENT``: the server never saw the request (connect failed; 503/429 from a
+  proxy or a busy server). Safe to send again anywhere.
+- ``SESSION_LOST``: 404 to a request that carried a session id. The server did not
+  run it; a new session is needed.
+- ``IN_DOUBT``: the request went out and the answer did not come back (connection
+  broke, 502/504/500, stream ended and could not be resumed). It may have run.
+- ``ANSWERED``: the server answered (a JSON-RPC error, a tool error, a 4xx): final.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import mcp_types
+
+from .errors import (
+    ConnectError,
+    HTTPStatusError,
+    MCPError,
+    ProtocolError,
+    SessionExpiredError,
+    TransportError,
+)
+
+__all__ = ["SAFE_METHODS", "Failure", "classify", "tool_is_safe"]
+
+
+class Failure(enum.Enum):
+    NOT_SENT = "not sent"
+    SESSION_LOST = "session lost"
+    IN_DOUBT = "in doubt"
+    ANSWERED = "answered"
+
+
+SAFE_METHODS = frozenset(
+    {
+        "ping",
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+    }
+)
+"""Methods that only read (or set idempotently), so re-sending them is always safe."""
+
+_NOT_SENT_STATUSES = frozenset({429, 503})
+_IN_DOUBT_STATUSES = frozenset({500, 502, 504})
+
+
+def classify(exc: MCPError) -> Failure:
+    """Which class a failure belongs to. Decided from types and statuses, never from text."""
+    if isinstance(exc, SessionExpiredError):
+        return Failure.SESSION_LOST
+    if isinstance(exc, ConnectError):
+        return Failure.NOT_SENT
+    if isinstance(exc, HTTPStatusError):
+        if exc.status_code in _NOT_SENT_STATUSES:
+            return Failure.NOT_SENT
+        if exc.status_code in _IN_DOUBT_STATUSES:
+            return Failure.IN_DOUBT
+        return Failure.ANSWERED
+    if isinstance(exc, ProtocolError):
+        return Failure.ANSWERED
+    if isinstance(exc, TransportError):
+        return Failure.IN_DOUBT
+    return Failure.ANSWERED
+
+
+def tool_is_safe(
+    name: str,
+    *,
+    idempotent: bool | None,
+    trust_annotations: bool,
+    tools: Mapping[str, mcp_types.Tool],
+) -> bool:
+    """May a ``tools/call`` of ``name`` be re-sent after an ambiguous failure?"""
+    if idempotent is not None:
+        return idempotent
+    if not trust_annotations:
+        return False
+    tool = tools.get(name)
+    annotations = tool.annotations if tool is not None else None
+    if annotations is None:
+        return False
+    return bool(annotations.read_only_hint) or bool(annotations.idempotent_hint)
