@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (Debian haproxy and redis-server, a local
+# Node 22 with the MCP conformance suite, the Python dev extras), then runs the checks
+# (ruff, mypy strict, mkdocs --strict) and the whole pytest suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v haproxy >/dev/null || ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy redis-server
+    else
+        echo "test.sh: haproxy and redis-server are needed: apt-get install -y haproxy redis-server" >&2
+        exit 1
+    fi
+fi
+bash scripts/setup.sh dev
+bash scripts/install-node22.sh >/dev/null
+
+echo "== ruff"
+.venv/bin/ruff check mcp_resilient tests examples benchmarks
+.venv/bin/ruff format --check mcp_resilient tests examples benchmarks
+echo "== mypy (strict)"
+.venv/bin/mypy
+echo "== mkdocs build --strict"
+.venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"
