@@ -49,7 +49,7 @@ class RetryPolicy:
         max_down_interval: Cap on the down interval.
     """
 
-    max_attempts: int | None = 10
+    max_attempts: int | None = None
     initial_backoff: float = 0.05
     max_backoff: float = 2.0
     budget: RetryBudget | None = field(default_factory=RetryBudget)

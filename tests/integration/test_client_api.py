@@ -40,7 +40,11 @@ async def test_list_tools_with_annotations(mcp_server: ServerProcess) -> None:
     async with ResilientClient(mcp_server.url) as client:
         tools = {tool.name: tool for tool in await client.list_tools()}
     assert {"increment", "get_counter", "set_counter", "add", "resume_session"} <= tools.keys()
-    increment, get_counter, set_counter = tools["increment"], tools["get_counter"], tools["set_counter"]
+    increment, get_counter, set_counter = (
+        tools["increment"],
+        tools["get_counter"],
+        tools["set_counter"],
+    )
     assert increment.annotations is not None and not increment.annotations.read_only_hint
     assert not increment.annotations.idempotent_hint
     assert get_counter.annotations is not None and get_counter.annotations.read_only_hint
@@ -69,7 +73,9 @@ async def test_progress_handler_sees_every_step_in_order(mcp_server: ServerProce
         seen.append((progress, total, message))
 
     async with ResilientClient(mcp_server.url) as client:
-        result = await client.call_tool("slow_progress", {"steps": 10}, progress_handler=on_progress)
+        result = await client.call_tool(
+            "slow_progress", {"steps": 10}, progress_handler=on_progress
+        )
     assert result.structured_content == {"steps": 10, "completed": True}
     assert seen == [(float(i), 10.0, f"step {i}/10") for i in range(1, 11)]
 
@@ -136,7 +142,9 @@ async def test_elicitation_sampling_and_roots_handlers(mcp_server: ServerProcess
         listed = await client.call_tool("list_roots")
     assert asked.structured_content == {"action": "accept", "answer": "Ada"}
     assert summary.structured_content == {"result": "short"}
-    assert listed.structured_content == {"result": [{"uri": "file:///srv/project", "name": "project"}]}
+    assert listed.structured_content == {
+        "result": [{"uri": "file:///srv/project", "name": "project"}]
+    }
 
 
 async def test_server_request_without_handler_gets_an_error(mcp_server: ServerProcess) -> None:

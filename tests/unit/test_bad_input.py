@@ -53,7 +53,14 @@ async def call_bad_then_good(
 async def test_malformed_json(server: FakeServer) -> None:
     server.on(
         "tools/call",
-        only_for("bad", lambda b: httpx.Response(200, content=b'{"jsonrpc": "2.0", "id": ', headers={"content-type": "application/json"})),
+        only_for(
+            "bad",
+            lambda b: httpx.Response(
+                200,
+                content=b'{"jsonrpc": "2.0", "id": ',
+                headers={"content-type": "application/json"},
+            ),
+        ),
     )
     await call_bad_then_good(server, ProtocolError, "malformed JSON")
 
@@ -63,11 +70,18 @@ async def test_malformed_json_in_sse_event(server: FakeServer) -> None:
     await call_bad_then_good(server, ProtocolError, "malformed JSON")
 
 
-@pytest.mark.parametrize("body", [b"[1, 2]", b'{"hello": "world"}', b'"just a string"', b'{"jsonrpc": "1.0", "id": 1}'])
+@pytest.mark.parametrize(
+    "body", [b"[1, 2]", b'{"hello": "world"}', b'"just a string"', b'{"jsonrpc": "1.0", "id": 1}']
+)
 async def test_body_that_is_not_jsonrpc(server: FakeServer, body: bytes) -> None:
     server.on(
         "tools/call",
-        only_for("bad", lambda b: httpx.Response(200, content=body, headers={"content-type": "application/json"})),
+        only_for(
+            "bad",
+            lambda b: httpx.Response(
+                200, content=body, headers={"content-type": "application/json"}
+            ),
+        ),
     )
     await call_bad_then_good(server, ProtocolError, "not one JSON-RPC 2.0 message")
 
@@ -76,7 +90,12 @@ async def test_body_that_is_not_jsonrpc(server: FakeServer, body: bytes) -> None
 async def test_wrong_content_type(server: FakeServer, content_type: str) -> None:
     server.on(
         "tools/call",
-        only_for("bad", lambda b: httpx.Response(200, content=b"<html>hi</html>", headers={"content-type": content_type})),
+        only_for(
+            "bad",
+            lambda b: httpx.Response(
+                200, content=b"<html>hi</html>", headers={"content-type": content_type}
+            ),
+        ),
     )
     await call_bad_then_good(server, ProtocolError, "content type")
 
@@ -100,7 +119,12 @@ async def test_oversized_json_body(server: FakeServer) -> None:
     big = b'{"jsonrpc": "2.0", "id": 1, "result": {"x": "' + b"y" * (2 * CAP) + b'"}}'
     server.on(
         "tools/call",
-        only_for("bad", lambda b: httpx.Response(200, content=big, headers={"content-type": "application/json"})),
+        only_for(
+            "bad",
+            lambda b: httpx.Response(
+                200, content=big, headers={"content-type": "application/json"}
+            ),
+        ),
     )
     await call_bad_then_good(server, ProtocolError, "exceeds the 65536-byte cap")
 
@@ -113,21 +137,39 @@ async def test_response_id_that_matches_nothing_json(server: FakeServer) -> None
 async def test_response_id_that_matches_nothing_sse(server: FakeServer) -> None:
     server.on(
         "tools/call",
-        only_for("bad", lambda b: sse_response(sse_event({"jsonrpc": "2.0", "id": "nope", "result": {}}, id="1"))),
+        only_for(
+            "bad",
+            lambda b: sse_response(
+                sse_event({"jsonrpc": "2.0", "id": "nope", "result": {}}, id="1")
+            ),
+        ),
     )
     # The request went out and its answer is lost: not safe to re-send a plain tool call.
-    await call_bad_then_good(server, OutcomeUnknownError, "ended without a response", StreamEndedError)
+    await call_bad_then_good(
+        server, OutcomeUnknownError, "ended without a response", StreamEndedError
+    )
 
 
 async def test_stream_that_ends_without_response(server: FakeServer) -> None:
-    progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 0, "progress": 1}}
-    server.on("tools/call", only_for("bad", lambda b: sse_response(sse_event(id="p"), sse_event(progress, id="1"))))
+    progress = {
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": {"progressToken": 0, "progress": 1},
+    }
+    server.on(
+        "tools/call",
+        only_for("bad", lambda b: sse_response(sse_event(id="p"), sse_event(progress, id="1"))),
+    )
     # The request went out and its answer is lost: not safe to re-send a plain tool call.
-    await call_bad_then_good(server, OutcomeUnknownError, "ended without a response", StreamEndedError)
+    await call_bad_then_good(
+        server, OutcomeUnknownError, "ended without a response", StreamEndedError
+    )
 
 
 async def test_result_that_does_not_validate(server: FakeServer) -> None:
-    server.on("tools/call", only_for("bad", lambda b: rpc_result(b["id"], {"content": "not a list"})))
+    server.on(
+        "tools/call", only_for("bad", lambda b: rpc_result(b["id"], {"content": "not a list"}))
+    )
     await call_bad_then_good(server, ProtocolError, "invalid tools/call result")
 
 
@@ -152,7 +194,10 @@ async def test_server_that_never_answers(server: FakeServer) -> None:
 
     server.on("tools/call", route)
     async with ResilientClient(URL, listen=False, timeout=0.3) as client:
-        with anyio.fail_after(10), pytest.raises(RequestTimeoutError, match="did not complete within 0.3 s"):
+        with (
+            anyio.fail_after(10),
+            pytest.raises(RequestTimeoutError, match="did not complete within 0.3 s"),
+        ):
             await client.call_tool("bad")
         assert (await client.call_tool("good")).content[0].text == "fine"  # type: ignore[union-attr]
 
@@ -175,7 +220,9 @@ async def test_http_error_status_is_typed_and_keeps_the_detail(server: FakeServe
 
     server.on(
         "tools/call",
-        only_for("bad", lambda b: httpx.Response(503, headers={"retry-after": "2"}, text="overloaded")),
+        only_for(
+            "bad", lambda b: httpx.Response(503, headers={"retry-after": "2"}, text="overloaded")
+        ),
     )
     async with ResilientClient(URL, listen=False, retry=NO_RETRY) as client:
         with pytest.raises(HTTPStatusError) as info:
@@ -192,7 +239,10 @@ async def test_connection_refused_is_a_connect_error() -> None:
 
     # Port 9 on loopback: nothing listens there in the test environment.
     policy = RetryPolicy(max_attempts=2, initial_backoff=0.01)
-    with anyio.fail_after(15), pytest.raises(ConnectError, match="could not open a session after 2 attempts"):
+    with (
+        anyio.fail_after(15),
+        pytest.raises(ConnectError, match="could not open a session after 2 attempts"),
+    ):
         async with ResilientClient("http://127.0.0.1:9/mcp", timeout=5, retry=policy):
             pass
 

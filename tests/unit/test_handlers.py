@@ -56,7 +56,10 @@ async def test_elicitation_accept_gets_schema_defaults(server: FakeServer) -> No
         seen.append(params)
         return mcp_types.ElicitResult(action="accept", content={"name": "Ada", "age": 36})
 
-    server.on("tools/call", server_asks("elicitation/create", {"message": "who?", "requestedSchema": SCHEMA}))
+    server.on(
+        "tools/call",
+        server_asks("elicitation/create", {"message": "who?", "requestedSchema": SCHEMA}),
+    )
     async with ResilientClient(URL, listen=False, elicitation_handler=elicit) as client:
         reply = await reply_to(server, client)
     assert isinstance(seen[0], mcp_types.ElicitRequestFormParams)
@@ -73,14 +76,20 @@ async def test_elicitation_decline_gets_no_defaults(server: FakeServer) -> None:
     async def elicit(params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
         return mcp_types.ElicitResult(action="decline")
 
-    server.on("tools/call", server_asks("elicitation/create", {"message": "?", "requestedSchema": SCHEMA}))
+    server.on(
+        "tools/call", server_asks("elicitation/create", {"message": "?", "requestedSchema": SCHEMA})
+    )
     async with ResilientClient(URL, listen=False, elicitation_handler=elicit) as client:
         reply = await reply_to(server, client)
     assert reply["result"] == {"action": "decline"}
 
 
 def test_apply_schema_defaults_keeps_given_values() -> None:
-    assert apply_schema_defaults(SCHEMA, {"age": 1}) == {"age": 1, "colour": "blue", "subscribed": False}
+    assert apply_schema_defaults(SCHEMA, {"age": 1}) == {
+        "age": 1,
+        "colour": "blue",
+        "subscribed": False,
+    }
     assert apply_schema_defaults({"type": "object"}, None) == {}
 
 
@@ -93,7 +102,9 @@ def test_apply_schema_defaults_keeps_given_values() -> None:
         ("something/else", None),
     ],
 )
-async def test_no_handler_means_method_not_found(server: FakeServer, method: str, params: Any) -> None:
+async def test_no_handler_means_method_not_found(
+    server: FakeServer, method: str, params: Any
+) -> None:
     server.on("tools/call", server_asks(method, params))
     async with ResilientClient(URL, listen=False) as client:
         reply = await reply_to(server, client)
@@ -148,7 +159,9 @@ async def test_roots(server: FakeServer, dynamic: bool) -> None:
     async with ResilientClient(URL, listen=False, roots=provide if dynamic else roots) as client:
         reply = await reply_to(server, client)
     assert reply["result"] == {"roots": [{"uri": "file:///work", "name": "work"}]}
-    assert server.posts("initialize")[0][1]["params"]["capabilities"]["roots"] == {"listChanged": True}
+    assert server.posts("initialize")[0][1]["params"]["capabilities"]["roots"] == {
+        "listChanged": True
+    }
 
 
 async def test_progress_log_and_list_changed(server: FakeServer) -> None:
@@ -162,11 +175,38 @@ async def test_progress_log_and_list_changed(server: FakeServer) -> None:
         events = [sse_event(id="0")]
         for i in range(1, 4):
             note = {"progressToken": token, "progress": i, "total": 3, "message": f"step {i}"}
-            events.append(sse_event({"jsonrpc": "2.0", "method": "notifications/progress", "params": note}, id=str(i)))
-        events.append(sse_event({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "other", "progress": 9}}, id="4"))
-        events.append(sse_event({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "warning", "data": "careful"}}, id="5"))
-        events.append(sse_event({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, id="6"))
-        events.append(sse_event({"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}}, id="7"))
+            events.append(
+                sse_event(
+                    {"jsonrpc": "2.0", "method": "notifications/progress", "params": note},
+                    id=str(i),
+                )
+            )
+        events.append(
+            sse_event(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/progress",
+                    "params": {"progressToken": "other", "progress": 9},
+                },
+                id="4",
+            )
+        )
+        events.append(
+            sse_event(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/message",
+                    "params": {"level": "warning", "data": "careful"},
+                },
+                id="5",
+            )
+        )
+        events.append(
+            sse_event({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}, id="6")
+        )
+        events.append(
+            sse_event({"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}}, id="7")
+        )
         return sse_response(*events)
 
     async def on_progress(p: float, total: float | None, message: str | None) -> None:
@@ -201,16 +241,30 @@ async def test_progress_log_and_list_changed(server: FakeServer) -> None:
     assert call["params"]["_meta"]["progressToken"] == call["id"]
 
 
-async def test_default_log_handler_uses_logging(server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
+async def test_default_log_handler_uses_logging(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
     def route(body: dict[str, Any], request: httpx.Request) -> httpx.Response:
-        note = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "error", "logger": "db", "data": "boom"}}
-        return sse_response(sse_event(note), sse_event({"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}}))
+        note = {
+            "jsonrpc": "2.0",
+            "method": "notifications/message",
+            "params": {"level": "error", "logger": "db", "data": "boom"},
+        }
+        return sse_response(
+            sse_event(note),
+            sse_event({"jsonrpc": "2.0", "id": body["id"], "result": {"content": []}}),
+        )
 
     server.on("tools/call", route)
     with caplog.at_level("INFO", logger="mcp_resilient.server"):
         async with ResilientClient(URL, listen=False) as client:
             await client.call_tool("x")
-    assert any(r.name == "mcp_resilient.server" and r.levelname == "ERROR" and "[db] boom" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.name == "mcp_resilient.server"
+        and r.levelname == "ERROR"
+        and "[db] boom" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_events_callback_sees_session_start_and_close(server: FakeServer) -> None:

@@ -244,7 +244,9 @@ async def test_timeout_raises_within_deadline_and_sends_cancelled(server: FakeSe
     server.on("tools/call", never)
     async with ResilientClient(URL, listen=False) as client:
         with anyio.fail_after(10):  # a generous outer bound: the 0.2 s deadline must fire first
-            with pytest.raises(RequestTimeoutError, match=r"tools/call did not complete within 0.2 s"):
+            with pytest.raises(
+                RequestTimeoutError, match=r"tools/call did not complete within 0.2 s"
+            ):
                 await client.call_tool("never", timeout=0.2)
         with anyio.fail_after(5):
             while not any(
