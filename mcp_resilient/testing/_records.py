@@ -1,0 +1,161 @@
+"""What the fake saw: one record per HTTP request, kept so tests can assert on the wire."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from ._faults import normalize_url
+
+__all__ = ["RecordedRequest", "RequestLog", "ToolExecution"]
+
+MessageKind = Literal["request", "notification", "response", "invalid"]
+
+
+@dataclass(eq=False)
+class RecordedRequest:
+    """One HTTP request as the fake received it, including those a fault stopped.
+
+    ``http_method`` is the HTTP verb; ``method`` is the JSON-RPC method of the body.
+    ``status`` is the HTTP status answered, or None when no answer reached the client
+    (connect error, lost response, timeout). ``faults`` names the faults that fired on it.
+    """
+
+    index: int
+    http_method: str
+    url: str
+    endpoint: str | None
+    headers: httpx.Headers
+    content: bytes
+    body: Any
+    status: int | None = None
+    faults: list[str] = field(default_factory=list)
+
+    @property
+    def session_id(self) -> str | None:
+        """The ``Mcp-Session-Id`` header the client sent."""
+        value: str | None = self.headers.get("mcp-session-id")
+        return value
+
+    @property
+    def protocol_version(self) -> str | None:
+        """The ``MCP-Protocol-Version`` header the client sent."""
+        value: str | None = self.headers.get("mcp-protocol-version")
+        return value
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The ``Last-Event-ID`` header (a resumption GET)."""
+        value: str | None = self.headers.get("last-event-id")
+        return value
+
+    @property
+    def method(self) -> str | None:
+        """The JSON-RPC method of the body (None for responses and non-POSTs)."""
+        if isinstance(self.body, dict):
+            method = self.body.get("method")
+            return method if isinstance(method, str) else None
+        return None
+
+    @property
+    def id(self) -> Any:
+        """The JSON-RPC id of the body, if any."""
+        return self.body.get("id") if isinstance(self.body, dict) else None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The JSON-RPC params (empty when absent)."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("params"), dict):
+            params: dict[str, Any] = self.body["params"]
+            return params
+        return {}
+
+    @property
+    def tool_name(self) -> str | None:
+        """For ``tools/call``: the tool's name."""
+        if self.method != "tools/call":
+            return None
+        name = self.params.get("name")
+        return name if isinstance(name, str) else None
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """For ``tools/call``: the arguments (empty when absent)."""
+        arguments = self.params.get("arguments")
+        return arguments if isinstance(arguments, dict) else {}
+
+    @property
+    def kind(self) -> MessageKind | None:
+        """What the JSON-RPC body is; None for bodiless requests (GET, DELETE)."""
+        if self.body is None and not self.content:
+            return None
+        if not isinstance(self.body, dict):
+            return "invalid"
+        if "method" in self.body:
+            return "request" if "id" in self.body else "notification"
+        if "id" in self.body and ("result" in self.body or "error" in self.body):
+            return "response"
+        return "invalid"
+
+    def __repr__(self) -> str:
+        what = self.method or self.kind or ""
+        if self.tool_name:
+            what += f" {self.tool_name}"
+        fired = f" faults={self.faults}" if self.faults else ""
+        return (
+            f"<RecordedRequest #{self.index} {self.http_method} {self.url} {what}"
+            f" session={self.session_id} -> {self.status}{fired}>"
+        )
+
+
+class RequestLog(list[RecordedRequest]):
+    """The list of recorded requests, with filters for the usual questions."""
+
+    def for_method(
+        self,
+        method: str | None = None,
+        *,
+        tool: str | None = None,
+        http_method: str | None = None,
+        url: str | None = None,
+    ) -> list[RecordedRequest]:
+        """Requests with this JSON-RPC method / tool name / HTTP verb / endpoint URL."""
+        if tool is not None and method is None:
+            method = "tools/call"
+        return [
+            r
+            for r in self
+            if (method is None or r.method == method)
+            and (tool is None or r.tool_name == tool)
+            and (http_method is None or r.http_method == http_method.upper())
+            and (url is None or _same_endpoint(r, url))
+        ]
+
+    @property
+    def methods(self) -> list[str | None]:
+        """The JSON-RPC method (or HTTP verb for bodiless requests) of each request, in order."""
+        return [r.method or (r.http_method if r.kind is None else None) for r in self]
+
+    @property
+    def last(self) -> RecordedRequest:
+        """The most recent request."""
+        if not self:
+            raise LookupError("no request was recorded")
+        return self[-1]
+
+
+def _same_endpoint(rec: RecordedRequest, url: str) -> bool:
+    return rec.endpoint is not None and normalize_url(rec.endpoint) == normalize_url(url)
+
+
+@dataclass(frozen=True)
+class ToolExecution:
+    """One run of a tool function (only calls that actually executed)."""
+
+    name: str
+    arguments: dict[str, Any]
+    session_id: str | None
+    request_id: Any
+    endpoint: str
