@@ -615,7 +615,9 @@ class ResilientClient:
                     and not isinstance(exc, HTTPStatusError)
                 ):
                     await self._drop_session(session, failure, exc)
-                if failure is Failure.IN_DOUBT and not self._safe(method, params, idempotent):
+                if failure is Failure.IN_DOUBT and not await self._safe(
+                    method, params, idempotent, deadline
+                ):
                     raise await self._outcome_unknown(method, params, session, exc) from exc
                 if policy.max_attempts is not None and attempt >= policy.max_attempts:
                     raise
@@ -630,19 +632,31 @@ class ResilientClient:
                 await self._events.emit("endpoint_up", endpoint=endpoint.url)
             return raw, session
 
-    def _safe(self, method: str, params: dict[str, Any] | None, idempotent: bool | None) -> bool:
+    async def _safe(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        idempotent: bool | None,
+        deadline: float,
+    ) -> bool:
+        """May this request be re-sent after an ambiguous failure?"""
         if idempotent is False:
             return False
         if method in SAFE_METHODS:
             return True
-        if method == "tools/call" and params is not None:
-            return tool_is_safe(
-                str(params.get("name")),
-                idempotent=idempotent,
-                trust_annotations=self.trust_annotations,
-                tools=self._tools,
-            )
-        return bool(idempotent)
+        if method != "tools/call" or params is None:
+            return bool(idempotent)
+        name = str(params.get("name"))
+        if idempotent is None and self.trust_annotations and name not in self._tools:
+            # The annotations decide, and we have not seen them: look them up (read-only).
+            try:
+                await self.list_tools(timeout=max(0.0, deadline - time.monotonic()))
+            except MCPError as exc:
+                logger.info("could not list tools to check %r's annotations: %s", name, exc)
+                return False
+        return tool_is_safe(
+            name, idempotent=idempotent, trust_annotations=self.trust_annotations, tools=self._tools
+        )
 
     async def _outcome_unknown(
         self, method: str, params: dict[str, Any] | None, session: Session, exc: MCPError

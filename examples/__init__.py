@@ -1,0 +1,1 @@
+"""Example servers and the demo for mcp-resilient (not part of the installed package)."""

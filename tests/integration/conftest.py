@@ -1,0 +1,159 @@
+"""Fixtures that run real example servers (and Redis) as child processes on loopback.
+
+Everything started here is stopped in teardown, also when the test or the start fails.
+When a test fails, the tail of each server's log is printed with the test's report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Generator, Mapping
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from tests.rig import RedisProcess, ServerCluster, ServerProcess, redis_server_path
+
+INTEGRATION_DIR = Path(__file__).resolve().parent
+CLUSTER_SIZE = 3
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this directory is an integration test (``-m "not integration"``)."""
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember each phase's report so teardown knows whether to dump server logs."""
+    report = yield
+    item.stash.setdefault(_reports_key, {})[report.when] = report
+    return report
+
+
+_reports_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    reports = request.node.stash.get(_reports_key, {})
+    return any(r.failed for r in reports.values())
+
+
+def _dump_logs(request: pytest.FixtureRequest, servers: list[ServerProcess]) -> None:
+    if not _failed(request):
+        return
+    for server in servers:
+        print(
+            f"\n----- {server.instance} ({server.log_path}) -----\n{server.log_tail(60)}",
+            file=sys.stderr,
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Generator[RedisProcess, None, None]:
+    """One throwaway redis-server for the whole run (tests isolate by key prefix).
+
+    Missing ``redis-server``: skipped locally, but a failure in CI (env ``CI`` set),
+    where a silent skip would hide every Redis test.
+    """
+    if redis_server_path() is None:
+        reason = "redis-server is not on PATH (apt-get install -y redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    redis = RedisProcess().start()
+    try:
+        yield redis
+    finally:
+        redis.cleanup()
+
+
+@pytest.fixture
+def redis_env(redis_server: RedisProcess) -> dict[str, str]:
+    """Server env for Redis state with a key prefix of its own (no cross-test leaks)."""
+    return {"REDIS_URL": redis_server.url, "STATE_PREFIX": f"test-{uuid.uuid4().hex}"}
+
+
+@pytest.fixture
+def state_db(tmp_path: Path) -> Path:
+    """A fresh SQLite state file for this test."""
+    return tmp_path / "state.sqlite3"
+
+
+class ServerFactory(Protocol):
+    """``server_factory(instance, env=..., start=True, timeout=20.0) -> ServerProcess``."""
+
+    def __call__(
+        self,
+        instance: str = ...,
+        *,
+        env: Mapping[str, str] | None = ...,
+        start: bool = ...,
+        timeout: float = ...,
+    ) -> ServerProcess: ...
+
+
+@pytest.fixture
+def server_factory(
+    request: pytest.FixtureRequest, tmp_path: Path, state_db: Path
+) -> Generator[ServerFactory, None, None]:
+    """Start servers with custom env; all stopped at teardown.
+
+    ``env`` is the whole backend choice: without ``REDIS_URL`` or ``STATE_DB`` the server
+    gets this test's SQLite file, so instances made by one factory share state.
+    """
+    servers: list[ServerProcess] = []
+
+    def factory(
+        instance: str = "server",
+        *,
+        env: Mapping[str, str] | None = None,
+        start: bool = True,
+        timeout: float = 20.0,
+    ) -> ServerProcess:
+        merged: dict[str, str] = dict(env or {})
+        if "REDIS_URL" not in merged:
+            merged.setdefault("STATE_DB", str(state_db))
+        server = ServerProcess(
+            instance=instance,
+            env=merged,
+            log_path=tmp_path / "logs" / f"{instance}-{len(servers) + 1}.log",
+        )
+        servers.append(server)
+        if start:
+            server.start_healthy(timeout)
+        return server
+
+    try:
+        yield factory
+    finally:
+        _dump_logs(request, servers)
+        for server in servers:
+            server.terminate()
+
+
+@pytest.fixture
+def mcp_server(server_factory: ServerFactory) -> ServerProcess:
+    """One healthy instance with SQLite state (``.url`` is the ``/mcp`` endpoint)."""
+    return server_factory("single")
+
+
+@pytest.fixture
+def mcp_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
+) -> Generator[ServerCluster, None, None]:
+    """Three healthy instances sharing state (and the event store) through Redis."""
+    cluster = ServerCluster(CLUSTER_SIZE, env=redis_env, prefix="node", log_dir=tmp_path / "logs")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        _dump_logs(request, list(cluster))
+        cluster.stop()
