@@ -1,5 +1,7 @@
 """mcp-resilient: an MCP client over Streamable HTTP that keeps working when servers fail."""
 
+import logging
+
 from ._classify import Failure, classify
 from ._client import DEFAULT_TIMEOUT, ClientStats, ResilientClient
 from ._eras import HANDSHAKE_VERSIONS
@@ -34,6 +36,10 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+# A library never configures logging; applications do. Without this, an application that
+# never set up logging would see our WARNING events on stderr through the last-resort handler.
+logging.getLogger("mcp_resilient").addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_TIMEOUT",

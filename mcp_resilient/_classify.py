@@ -29,6 +29,8 @@ __all__ = ["SAFE_METHODS", "Failure", "classify", "tool_is_safe"]
 
 
 class Failure(enum.Enum):
+    """The four failure classes; see the module docstring and the Failover guide."""
+
     NOT_SENT = "not sent"
     SESSION_LOST = "session lost"
     IN_DOUBT = "in doubt"

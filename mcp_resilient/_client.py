@@ -103,10 +103,12 @@ def _default_http_client() -> httpx.AsyncClient:
 class ResilientClient:
     """An MCP client over Streamable HTTP that keeps working when servers fail.
 
-    Use it as an async context manager::
+    Use it as an async context manager:
 
-        async with ResilientClient("http://127.0.0.1:8000/mcp") as client:
-            result = await client.call_tool("add", {"a": 1, "b": 2})
+    ```python
+    async with ResilientClient("http://127.0.0.1:8000/mcp") as client:
+        result = await client.call_tool("add", {"a": 1, "b": 2})
+    ```
 
     Args:
         endpoints: One MCP endpoint URL, or several for failover.
@@ -295,7 +297,8 @@ class ResilientClient:
                 if policy.max_attempts is not None and attempt >= policy.max_attempts:
                     raise ConnectError(
                         f"could not open a session after {attempt} attempts over"
-                        f" {len(self.endpoints)} endpoint(s); last error: {exc}",
+                        f" {len(self.endpoints)} endpoint(s); last error at {endpoint.url}:"
+                        f" {exc.message}",
                         endpoint=", ".join(self.endpoints),
                         hint="Check that at least one server is running",
                     ) from exc
@@ -815,6 +818,11 @@ class ResilientClient:
         await self._request(
             "logging/setLevel", {"level": level}, mcp_types.EmptyResult, timeout=timeout
         )
+
+    async def send_roots_list_changed(self) -> None:
+        """Tell the server the client's roots changed (it will ask again with roots/list)."""
+        session = self._require_session()
+        await session.notify("notifications/roots/list_changed")
 
     def cached_tool(self, name: str) -> mcp_types.Tool | None:
         """The tool as last listed by ``list_tools`` (``None`` if not listed yet)."""

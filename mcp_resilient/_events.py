@@ -18,7 +18,6 @@ __all__ = ["Event", "EventCallback", "EventKind"]
 logger = logging.getLogger("mcp_resilient")
 
 EventKind: TypeAlias = Literal[
-    "connected",
     "session_started",
     "session_lost",
     "session_resumed",
@@ -31,6 +30,7 @@ EventKind: TypeAlias = Literal[
     "stream_resumed",
     "closed",
 ]
+"""What happened: the ``kind`` of an ``Event``."""
 
 _LEVELS: dict[str, int] = {
     "session_lost": logging.WARNING,

@@ -284,3 +284,16 @@ async def test_using_a_closed_client_is_a_clear_error() -> None:
     client = ResilientClient(URL)
     with pytest.raises(ClientClosedError, match="async with"):
         await client.ping()
+
+
+async def test_roots_list_changed_notification(server: FakeServer) -> None:
+    async with ResilientClient(
+        URL, listen=False, roots=[mcp_types.Root(uri="file:///a")]
+    ) as client:
+        await client.send_roots_list_changed()
+    sent = [
+        m for m in server.client_messages if m.get("method") == "notifications/roots/list_changed"
+    ]
+    assert sent == [{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}]
+    notify = next(r for r, b in server.posts("notifications/roots/list_changed"))
+    assert notify.headers["mcp-session-id"] == "sess-1"
