@@ -613,10 +613,7 @@ class ResilientClient:
                     raise
                 if failure is not Failure.SESSION_LOST:
                     await self._endpoint_failed(endpoint)
-                if failure is Failure.SESSION_LOST or (
-                    (failure is Failure.IN_DOUBT or endpoint.down_until > 0)
-                    and not isinstance(exc, HTTPStatusError)
-                ):
+                if self._session_is_lost(failure, exc, endpoint):
                     await self._drop_session(session, failure, exc)
                 if failure is Failure.IN_DOUBT and not await self._safe(
                     method, params, idempotent, deadline
@@ -634,6 +631,18 @@ class ResilientClient:
             if self._pool.record_success(endpoint):
                 await self._events.emit("endpoint_up", endpoint=endpoint.url)
             return raw, session
+
+    def _session_is_lost(self, failure: Failure, exc: MCPError, endpoint: Endpoint) -> bool:
+        """Does this failure end the session (so the next attempt starts a new one)?"""
+        if failure is Failure.SESSION_LOST:
+            return True
+        if isinstance(exc, HTTPStatusError):
+            # A proxy's 5xx says nothing about the session; a 404 on the retry will.
+            return False
+        if failure is Failure.IN_DOUBT or endpoint.down_until > 0:
+            return True
+        # Connection refused: move now if there is somewhere else to go.
+        return len(self.endpoints) > 1
 
     async def _safe(
         self,

@@ -176,7 +176,9 @@ async def test_session_on_killed_backend_resumes_counter_and_notes(
         nxt = await client.call_tool("increment", {"by": 1})
         assert nxt.structured_content == {"result": 4}
     kinds = [e.kind for e in events]
-    for kind in ("endpoint_down", "session_lost", "failover", "session_resumed"):
+    # One refused connect moves the session at once (other endpoints exist); the endpoint
+    # is only marked down after `failure_threshold` failures, so no endpoint_down here.
+    for kind in ("session_lost", "failover", "session_resumed"):
         assert kind in kinds, kinds
     resumed = next(e for e in events if e.kind == "session_resumed")
     assert resumed.detail["old_session_id"] == old_session
