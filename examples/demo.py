@@ -14,11 +14,12 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from examples._launch import ServerCluster
-from mcp_resilient import ResilientClient
+from mcp_resilient import Event, ResilientClient
 
 
 async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -26,9 +27,15 @@ async def on_progress(progress: float, total: float | None, message: str | None)
     print(f"  progress {progress:g}/{total:g} {message or ''}" if total else f"  {progress:g}")
 
 
-async def run(urls: Sequence[str]) -> None:
-    """What a client application does: connect, look around, call tools."""
-    async with ResilientClient(urls) as client:
+def on_event(event: Event) -> None:
+    """What the client does behind the scenes, as it happens."""
+    if event.kind in ("session_lost", "failover", "session_resumed", "endpoint_down", "retry"):
+        print(f"  [event] {event}")
+
+
+async def run(cluster: ServerCluster) -> None:
+    """What a client application does: connect, look around, call tools, survive a crash."""
+    async with ResilientClient(cluster.urls, on_event=on_event) as client:
         info = client.server_info
         print(f"connected to {client.endpoint}")
         print(f"  session {client.session_id}, protocol {client.protocol_version}")
@@ -37,8 +44,10 @@ async def run(urls: Sequence[str]) -> None:
         tools = await client.list_tools()
         print(f"{len(tools)} tools: {', '.join(t.name for t in tools)}")
 
-        result = await client.call_tool("increment", {"by": 1})
-        print(f"increment -> {result.structured_content}")
+        for _ in range(3):
+            result = await client.call_tool("increment", {"by": 1})
+            print(f"increment -> {result.structured_content}")
+        await client.call_tool("add_note", {"text": "remember me"})
 
         print("slow_progress:")
         result = await client.call_tool(
@@ -47,6 +56,24 @@ async def run(urls: Sequence[str]) -> None:
         print(f"slow_progress -> {result.structured_content}")
         if result.is_error:
             raise RuntimeError(f"slow_progress failed: {result.content}")
+
+        victim = next(server for server in cluster if server.url == client.endpoint)
+        print(f"\nkilling {victim.instance} (pid {victim.pid}) with SIGKILL, mid-session...")
+        victim.kill()
+        started = time.perf_counter()
+        result = await client.call_tool("increment", {"by": 1})
+        elapsed = (time.perf_counter() - started) * 1000
+        print(f"increment -> {result.structured_content} ({elapsed:.0f} ms, through the crash)")
+        notes = await client.call_tool("list_notes")
+        print(f"list_notes -> {notes.structured_content}")
+        print(f"now on {client.endpoint}, session {client.session_id}")
+        if result.structured_content != {"result": 4}:
+            raise RuntimeError(f"the counter did not continue: {result.structured_content}")
+        stats = client.stats
+        print(
+            f"stats: {stats.attempts} attempts, {stats.retries} retries,"
+            f" {stats.failovers} failovers, {stats.resumes} resumes"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for server in cluster:
                 print(f"  {server.instance}: {server.url} (pid {server.pid})")
             try:
-                asyncio.run(run(cluster.urls))
+                asyncio.run(run(cluster))
             except Exception as exc:
                 print(f"demo failed: {exc!r}", file=sys.stderr)
                 for server in cluster:
