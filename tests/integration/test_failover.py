@@ -12,7 +12,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-import httpx
 import pytest
 
 from mcp_resilient import (
@@ -23,6 +22,7 @@ from mcp_resilient import (
     RetryPolicy,
 )
 from tests.rig import ServerCluster, ServerProcess
+from tests.rig.ops import executions, open_gate, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -41,26 +41,6 @@ def victim_of(cluster: ServerCluster, client: ResilientClient) -> ServerProcess:
 
 def survivor(cluster: ServerCluster, *not_these: ServerProcess) -> ServerProcess:
     return next(server for server in cluster if server not in not_these and server.running)
-
-
-async def executions(server: ServerProcess, call_id: str) -> int:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{server.base_url}/executions/{call_id}", timeout=10)
-        response.raise_for_status()
-        return int(response.json()["count"])
-
-
-async def open_gate(server: ServerProcess, name: str) -> None:
-    async with httpx.AsyncClient() as http:
-        response = await http.post(f"{server.base_url}/gates/{name}", timeout=10)
-        response.raise_for_status()
-
-
-async def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
-    """Poll an async condition until it holds, or fail after ``timeout`` (no fixed sleeps)."""
-    with anyio.fail_after(timeout):
-        while not await predicate():
-            await anyio.sleep(0.05)
 
 
 async def test_kill_mid_call_non_idempotent_never_runs_twice(mcp_cluster: ServerCluster) -> None:
@@ -84,7 +64,7 @@ async def test_kill_mid_call_non_idempotent_never_runs_twice(mcp_cluster: Server
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
                 # The work is committed; the answer waits at the gate: kill now.
-                await wait_for(lambda: _executed(other, call_id), "increment committed")
+                await wait_until(lambda: _executed(other, call_id), "increment committed")
                 victim.kill()
         await open_gate(other, gate)
         assert await executions(other, call_id) == 1, "a non-idempotent call ran twice"
@@ -142,9 +122,9 @@ async def test_kill_mid_call_safe_calls_complete_elsewhere(
                 if tool == "slow_progress":
                     await progress_seen.wait()
                 else:
-                    await wait_for(lambda: _executed(other, call_id), "increment committed")
+                    await wait_until(lambda: _executed(other, call_id), "increment committed")
                 victim.kill()
-                await wait_for(lambda: _moved(client, victim), "client moved to another backend")
+                await wait_until(lambda: _moved(client, victim), "client moved to another backend")
                 await open_gate(other, gate)
         assert result["value"].is_error is False
         assert client.endpoint != victim.url
@@ -209,7 +189,7 @@ async def test_all_down_then_one_back(mcp_cluster: ServerCluster) -> None:
         with anyio.fail_after(BOUND):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                await wait_for(_retried(client, 3), "client retrying with backoff")
+                await wait_until(_retried(client, 3), "client retrying with backoff")
                 assert "value" not in result
                 await anyio.to_thread.run_sync(mcp_cluster[1].restart)
         assert result["value"].structured_content == {"result": 2}  # resumed from Redis state

@@ -20,6 +20,7 @@ import pytest
 from examples._haproxy import HAProxyProcess, haproxy_path
 from mcp_resilient import Event, OutcomeUnknownError, ResilientClient
 from tests.rig import ServerCluster, ServerProcess
+from tests.rig.ops import executions, open_gate
 
 pytestmark = pytest.mark.anyio
 
@@ -51,18 +52,6 @@ async def backend_of(client: ResilientClient, cluster: ServerCluster) -> ServerP
     assert who.structured_content is not None
     pid = who.structured_content["pid"]
     return next(server for server in cluster if server.pid == pid)
-
-
-async def executions(server: ServerProcess, call_id: str) -> int:
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.get(f"{server.base_url}/executions/{call_id}")
-        response.raise_for_status()
-        return int(response.json()["count"])
-
-
-async def open_gate(server: ServerProcess, name: str) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
-        (await http.post(f"{server.base_url}/gates/{name}")).raise_for_status()
 
 
 async def test_edge_validation_of_accept(haproxy: HAProxyProcess) -> None:
