@@ -26,9 +26,9 @@ import anyio.to_thread
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from examples._haproxy import HAProxyProcess, haproxy_path  # noqa: E402
-from examples._launch import RedisProcess, ServerCluster, redis_server_path  # noqa: E402
-from mcp_resilient import ResilientClient  # noqa: E402
+from examples._haproxy import HAProxyProcess, haproxy_path
+from examples._launch import RedisProcess, ServerCluster, redis_server_path
+from mcp_resilient import ResilientClient
 
 
 async def one_trial(cluster: ServerCluster, url: str | list[str], via_proxy: bool) -> float:
