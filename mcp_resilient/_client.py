@@ -59,6 +59,7 @@ DEFAULT_TIMEOUT = 60.0
 """Default deadline, in seconds, for each call (including the handshake)."""
 
 _MAX_PAGES = 10_000
+_LISTEN_READY_SECONDS = 5.0
 _VERSION = "0.1.0"
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -229,6 +230,8 @@ class ResilientClient:
             try:
                 with anyio.fail_after(self.timeout if self.timeout is not None else math.inf):
                     await self._ensure_session(deadline)
+            except RequestTimeoutError:
+                raise
             except TimeoutError:
                 raise RequestTimeoutError(
                     f"could not open a session within {self.timeout:g} s",
@@ -282,6 +285,7 @@ class ResilientClient:
         lost = self._lost
         policy = self.retry_policy
         attempt = 0
+        first_failed: str | None = None
         while True:
             attempt += 1
             endpoint = self._pool.pick(avoid=lost.endpoint if lost else None)
@@ -293,6 +297,7 @@ class ResilientClient:
             except MCPError as exc:
                 if classify(exc) is Failure.ANSWERED:
                     raise
+                first_failed = first_failed or endpoint.url
                 await self._endpoint_failed(endpoint)
                 if policy.max_attempts is not None and attempt >= policy.max_attempts:
                     raise ConnectError(
@@ -305,7 +310,6 @@ class ResilientClient:
                 await self._backoff(attempt, exc, deadline, "initialize", endpoint.url, None)
         if self._pool.record_success(endpoint):
             await self._events.emit("endpoint_up", endpoint=endpoint.url)
-        self._session = session
         self.stats.sessions += 1
         await self._events.emit(
             "session_started",
@@ -322,10 +326,30 @@ class ResilientClient:
                     session_id=session.session_id,
                     from_endpoint=lost.endpoint,
                 )
+            # The session becomes current only once the old state is in it: calls waiting
+            # on the recovery lock must not run on a half-made session. If this caller's
+            # deadline cuts the resume short, `_lost` stays set and the next caller
+            # starts over (a new session, and the resume from the original old id).
             await self._carry_state(session, lost.session_id)
             self._lost = None
+        elif first_failed is not None and first_failed != session.endpoint:
+            # Opening moved on from an endpoint that failed: that is a failover too.
+            self.stats.failovers += 1
+            await self._events.emit(
+                "failover",
+                endpoint=session.endpoint,
+                session_id=session.session_id,
+                from_endpoint=first_failed,
+            )
+        self._session = session
         if self._listen:
-            session.start_listening()
+            ready = session.start_listening()
+            # Wait (briefly) for the listen stream, so a server that sends requests outside
+            # any call (e.g. elicitation on the GET stream) finds it open from the first call.
+            with anyio.move_on_after(
+                min(_LISTEN_READY_SECONDS, max(0.0, deadline - time.monotonic()))
+            ):
+                await ready.wait()
 
     async def _open_session(self, url: str) -> Session:
         assert self._http is not None
@@ -483,8 +507,10 @@ class ResilientClient:
         if self._bucket.throttled:
             delay = max(delay, policy.max_backoff)
         if time.monotonic() + delay >= deadline:
+            what = "could not open a session" if method == "initialize" else method
             raise RequestTimeoutError(
-                f"{method}: not enough time left before the deadline to retry after: {exc}",
+                f"{what}: gave up before the deadline, which comes before the next retry"
+                f" (in {delay:.2f} s) could be made; last error: {exc.message}",
                 endpoint=endpoint,
                 session_id=session_id,
                 hint="Pass a larger timeout= to ride out longer outages",
@@ -564,6 +590,8 @@ class ResilientClient:
                 raw, session = await self._call(
                     method, params, _deadline(limit), progress_handler, idempotent
                 )
+        except RequestTimeoutError:
+            raise  # already says why (e.g. no time left to wait for a retry)
         except TimeoutError:
             raise RequestTimeoutError(
                 f"{method} did not complete within {limit:g} s",
@@ -590,15 +618,16 @@ class ResilientClient:
         idempotent: bool | None,
     ) -> tuple[dict[str, Any], Session]:
         """One call with retries: classify each failure, re-send only what is safe."""
-        if self._resume_error is not None:
-            error, self._resume_error = self._resume_error, None
-            raise error
         policy = self.retry_policy
         attempt = 0
         while True:
             attempt += 1
             self.stats.attempts += 1
             session = await self._ensure_session(deadline)
+            if self._resume_error is not None:
+                # The state did not move to this session: say so before running anything.
+                error, self._resume_error = self._resume_error, None
+                raise error
             endpoint = self._pool.get(session.endpoint)
             endpoint.in_flight += 1
             try:
@@ -637,8 +666,9 @@ class ResilientClient:
         if failure is Failure.SESSION_LOST:
             return True
         if isinstance(exc, HTTPStatusError):
-            # A proxy's 5xx says nothing about the session; a 404 on the retry will.
-            return False
+            # A 5xx says nothing about the session itself (a 404 on the retry would), but
+            # once the endpoint is marked down the session should move if it can.
+            return endpoint.down_until > time.monotonic() and len(self.endpoints) > 1
         if failure is Failure.IN_DOUBT or endpoint.down_until > 0:
             return True
         # Connection refused: move now if there is somewhere else to go.

@@ -64,6 +64,8 @@ class RetryPolicy:
             raise ValueError("backoff values must not be negative")
         if self.failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
+        if self.down_interval <= 0 or self.max_down_interval < self.down_interval:
+            raise ValueError("down_interval must be positive and at most max_down_interval")
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff before attempt ``attempt + 1``."""

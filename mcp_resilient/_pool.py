@@ -48,7 +48,7 @@ class EndpointPool:
         raise KeyError(url)
 
     def pick(self, avoid: str | None = None) -> Endpoint:
-        """The best endpoint for a new session; ``avoid`` loses ties against any other."""
+        """The best endpoint for a new session; ``avoid`` only when nothing else is up."""
         now = time.monotonic()
         up = [e for e in self.endpoints if not e.is_down(now)]
         if not up:

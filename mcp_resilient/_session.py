@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import random
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -41,6 +40,9 @@ __all__ = ["Session"]
 
 logger = logging.getLogger("mcp_resilient")
 
+_DRAIN_SECONDS = 0.05
+"""How long an answered SSE stream may linger before we drop its connection."""
+
 _LISTEN_MAX_IDLE_RECONNECTS = 5
 """Reconnects of the listen stream in a row that bring no new event before we give up."""
 
@@ -51,18 +53,20 @@ def _resumable_break(exc: TransportError) -> bool:
 
 
 class _Pending:
-    """A request waiting for its response, wherever that response arrives."""
+    """A request waiting for its response, wherever that response arrives.
 
-    __slots__ = ("event", "message")
+    The stream that carries the response is read by the waiting caller itself (the POST
+    answer, or its resumption), so a slot is enough: no event to wait on.
+    """
+
+    __slots__ = ("message",)
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
         self.message: dict[str, Any] | None = None
 
     def resolve(self, message: dict[str, Any]) -> None:
         if self.message is None:
             self.message = message
-            self.event.set()
 
 
 class Session:
@@ -126,8 +130,11 @@ class Session:
         self._pending[rid] = pending
         cursor = cursor if cursor is not None else StreamCursor()
         try:
-            with anyio.fail_after(timeout if timeout is not None else math.inf):
-                await self._exchange(message, pending, cursor)
+            if timeout is None:
+                await self._exchange(message, pending, cursor)  # the caller holds the deadline
+            else:
+                with anyio.fail_after(timeout):
+                    await self._exchange(message, pending, cursor)
         except TimeoutError:
             if cancellable:
                 self._cancel_in_background(rid, "request timed out")
@@ -185,12 +192,21 @@ class Session:
         stream = self.wire.post(
             message, self.era.headers(method), session_id=self.session_id, cursor=cursor
         )
+        handed_off = False
         try:
-            async with aclosing(stream):
-                async for incoming in stream:
-                    await self.dispatch(incoming)
-                    if pending.message is not None:
-                        return
+            async for incoming in stream:
+                await self.dispatch(incoming)
+                if pending.message is not None:
+                    if cursor.events:
+                        # An SSE answer: servers end it right after the answer. Reading to
+                        # that end lets the connection go back to the pool.
+                        with anyio.move_on_after(_DRAIN_SECONDS):
+                            try:
+                                async for extra in stream:
+                                    await self.dispatch(extra)
+                            except MCPError as exc:
+                                logger.debug("ignoring a failure after the answer: %s", exc)
+                    return
         except TransportError as exc:
             # A broken SSE answer can be resumed if the server gave us an event id.
             if not _resumable_break(exc) or cursor.last_event_id is None:
@@ -198,6 +214,9 @@ class Session:
             logger.debug(
                 "answer stream for %s broke after event %s: %s", method, cursor.last_event_id, exc
             )
+        finally:
+            if not handed_off:
+                await stream.aclose()
         if pending.message is not None:
             return
         if cursor.events == 0:
@@ -207,6 +226,18 @@ class Session:
                 session_id=self.session_id,
             )
         await self._resume(message, pending, cursor)
+
+    async def _drain(self, stream: AsyncGenerator[dict[str, Any], None]) -> None:
+        """Read the rest of an answered SSE stream (servers end it right after the answer)."""
+        try:
+            with anyio.move_on_after(_DRAIN_SECONDS):
+                async for incoming in stream:
+                    await self.dispatch(incoming)
+        except MCPError as exc:
+            logger.debug("ignoring a failure after the answer on %s: %s", self.endpoint, exc)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
 
     async def _resume(
         self, message: dict[str, Any], pending: _Pending, cursor: StreamCursor
@@ -388,11 +419,17 @@ class Session:
 
     # -- listen stream -------------------------------------------------------------
 
-    def start_listening(self) -> None:
-        """Open the GET stream for server-initiated messages in the background."""
-        self.task_group.start_soon(self._listen)
+    def start_listening(self) -> anyio.Event:
+        """Open the GET stream for server-initiated messages in the background.
 
-    async def _listen(self) -> None:
+        Returns an event set once the server has answered the first GET (a stream, 405,
+        or an error): from then on, messages the server sends outside a request arrive.
+        """
+        ready = anyio.Event()
+        self.task_group.start_soon(self._listen, ready)
+        return ready
+
+    async def _listen(self, ready: anyio.Event) -> None:
         cursor = StreamCursor()
         idle = 0
         with anyio.CancelScope() as scope:
@@ -400,9 +437,12 @@ class Session:
             while not self.closed and idle < _LISTEN_MAX_IDLE_RECONNECTS:
                 seen = cursor.last_event_id, cursor.events
                 try:
-                    stream = await self.wire.get_stream(
-                        self.era.headers("GET"), session_id=self.session_id, cursor=cursor
-                    )
+                    try:
+                        stream = await self.wire.get_stream(
+                            self.era.headers("GET"), session_id=self.session_id, cursor=cursor
+                        )
+                    finally:
+                        ready.set()
                     if stream is None:
                         logger.debug("%s does not offer a GET stream (405)", self.endpoint)
                         return

@@ -57,6 +57,8 @@ async def iter_events(
     session_id: str | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Yield the events of an SSE response, raising once one exceeds ``max_event_bytes``."""
+    # SSE is UTF-8 by definition; saying so spares httpx parsing the charset per response.
+    response.encoding = "utf-8"
     capped = _CappedResponse(
         response, max_event_bytes, {"endpoint": endpoint, "session_id": session_id}
     )

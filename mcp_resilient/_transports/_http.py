@@ -165,8 +165,22 @@ class HTTPWire:
             if not is_request:
                 # A 200 to a notification or response: tolerated, body ignored.
                 return
-            async for incoming in self._read_body(response, session_id, cursor):
-                yield incoming
+            content_type = response.headers.get("content-type", "")
+            if content_type.startswith(SSE_ACCEPT):
+                async for incoming in self._read_sse(
+                    response, session_id, cursor or StreamCursor()
+                ):
+                    yield incoming
+            elif content_type.startswith(_JSON_CONTENT_TYPE):
+                raw = await self._read_capped(response, session_id)
+                yield _decode_message(raw, endpoint=self.url, session_id=session_id)
+            else:
+                raise ProtocolError(
+                    f"server answered with content type {content_type or 'none'!r};"
+                    " expected application/json or text/event-stream",
+                    endpoint=self.url,
+                    session_id=session_id,
+                )
         except httpx.TransportError as exc:
             raise TransportError(
                 f"connection broke while reading the answer to POST ({exc.__class__.__name__})",
@@ -232,24 +246,6 @@ class HTTPWire:
 
     # -- reading -----------------------------------------------------------------
 
-    async def _read_body(
-        self, response: httpx.Response, session_id: str | None, cursor: StreamCursor | None
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        content_type = response.headers.get("content-type", "")
-        if content_type.startswith(_JSON_CONTENT_TYPE):
-            raw = await self._read_capped(response, session_id)
-            yield _decode_message(raw, endpoint=self.url, session_id=session_id)
-        elif content_type.startswith(SSE_ACCEPT):
-            async for incoming in self._read_sse(response, session_id, cursor or StreamCursor()):
-                yield incoming
-        else:
-            raise ProtocolError(
-                f"server answered with content type {content_type or 'none'!r};"
-                " expected application/json or text/event-stream",
-                endpoint=self.url,
-                session_id=session_id,
-            )
-
     async def _read_capped(self, response: httpx.Response, session_id: str | None) -> bytes:
         length = response.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_message_bytes:
@@ -289,6 +285,8 @@ class HTTPWire:
                     continue
                 cursor.seen_ids.add(event.id)
                 cursor.last_event_id = event.id
+            elif not event.data:
+                continue  # a bare `retry:` block is no event (and no progress)
             cursor.events += 1
             # Priming events (an id with empty data) and anything without data are not messages.
             if not event.data.strip():

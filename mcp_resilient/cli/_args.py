@@ -47,7 +47,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_USAGE, "usage error: bad option, argument, header or JSON"),
     (EXIT_UNREACHABLE, "could not reach any endpoint (refused, DNS, handshake timeout)"),
     (EXIT_FAILED, "protocol or server error (JSON-RPC error, HTTP error, bad response, timeout)"),
-    (EXIT_OUTCOME_UNKNOWN, "outcome unknown: a tool call was sent but its answer was lost"),
+    (EXIT_OUTCOME_UNKNOWN, "outcome unknown: a tool call was sent, its answer lost (may have run)"),
 )
 
 # Headers the client sets itself: letting -H override them would break the protocol.
@@ -268,7 +268,8 @@ def _global_options() -> argparse.ArgumentParser:
         "--retries",
         type=_non_negative_int,
         metavar="N",
-        help="retry a failed request up to N times (only where a retry is safe)",
+        help="after one attempt per URL, retry up to N more times (default: 2); a call"
+        " that may have run is re-sent only if it is safe (read-only, idempotent)",
     )
     group.add_argument(
         "--no-resume",
@@ -531,6 +532,8 @@ def parse_args(argv: Sequence[str], *, stdin: IO[str] | None = None) -> Options 
 
         return HelpRequest(f"{PROG} (mcp-resilient) {__version__}\n")
 
+    if command is None and not split.urls:
+        raise UsageError(f"no server URL given: {PROG} URL [URL ...] COMMAND")
     namespace = argparse.Namespace()
     _GLOBAL.parse_args(split.before, namespace=namespace)
     command = command or DEFAULT_COMMAND

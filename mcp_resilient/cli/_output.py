@@ -54,6 +54,11 @@ class Output:
 
     # -- stdout --------------------------------------------------------------------
 
+    @property
+    def has_document(self) -> bool:
+        """Whether the ``--json`` document is out (an error must not add a second one)."""
+        return self._json_written
+
     def result(self, text: str) -> None:
         """Human output."""
         self._clear_bar()

@@ -31,6 +31,7 @@ from mcp_resilient import (
     RetryPolicy,
     ServerError,
     TransportError,
+    __version__,
 )
 
 from . import _format as fmt
@@ -57,6 +58,8 @@ class _State:
     """What happened so far: the phase (for exit codes) and the events seen."""
 
     phase: str = "connect"
+    """``connect`` (opening the session), ``command``, or ``call`` (a tools/call went out)."""
+    connect_seconds: float = 0.0
     events: list[Event] = field(default_factory=list)
 
 
@@ -68,7 +71,7 @@ class CommandFailed(Exception):
         self.code = code
 
 
-def exit_code_for(exc: BaseException, *, phase: str, command: str) -> int:
+def exit_code_for(exc: BaseException, *, phase: str) -> int:
     """The documented exit code for a failure, given when it happened."""
     if isinstance(exc, OutcomeUnknownError):
         return EXIT_OUTCOME_UNKNOWN
@@ -80,7 +83,7 @@ def exit_code_for(exc: BaseException, *, phase: str, command: str) -> int:
     if isinstance(exc, TransportError) and not isinstance(exc, HTTPStatusError | ProtocolError):
         if phase == "connect":
             return EXIT_UNREACHABLE
-        if command == "call":
+        if phase == "call":
             # The call went out and its answer was lost (timeout, broken or ended stream).
             return EXIT_OUTCOME_UNKNOWN
     return EXIT_FAILED
@@ -105,13 +108,13 @@ def _where(exc: MCPError) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def explain(exc: BaseException, *, phase: str, command: str) -> str:
+def explain(exc: BaseException, *, phase: str, tool: str | None = None) -> str:
     """One line: what failed, where, and what to try (in CLI terms, not API terms)."""
     if isinstance(exc, CommandFailed):
         return str(exc)
     if not isinstance(exc, MCPError):
         return f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)"
-    code = exit_code_for(exc, phase=phase, command=command)
+    code = exit_code_for(exc, phase=phase)
     hint = exc.hint
     what = exc.message
     if isinstance(exc, ServerError):
@@ -131,11 +134,10 @@ def explain(exc: BaseException, *, phase: str, command: str) -> str:
         what = f"could not reach any endpoint: {cause.message if isinstance(cause, MCPError) else what}"
         hint = "check that the server is running and the URL is right (-v shows each attempt)"
     if code == EXIT_OUTCOME_UNKNOWN:
-        what = f"outcome unknown: {what}"
-        hint = (
-            "the tool may or may not have run; check its effect before calling it again"
-            " (-v shows the exchange)"
-        )
+        what = f"outcome unknown{f' for tool {tool!r}' if tool else ''}: {what}"
+        hint = "the tool may or may not have run; check its effect before calling it again"
+        if isinstance(exc, OutcomeUnknownError):
+            hint += ", or pass --idempotent if running it twice is harmless"
     return f"{what}{_where(exc)}" + (f"; {hint[0].lower()}{hint[1:]}" if hint else "")
 
 
@@ -200,6 +202,8 @@ def retry_policy(options: Options) -> RetryPolicy:
 
 def _client_kwargs(options: Options) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
+        # Servers see who is calling: mcp-call, not an anonymous SDK client.
+        "client_info": mcp_types.Implementation(name="mcp-call", version=__version__),
         "headers": options.headers,
         # A one-shot command has no use for server-initiated messages outside its request.
         "listen": False,
@@ -246,22 +250,22 @@ async def run(options: Options, out: Output) -> int:
                     http_client=http,
                     **kwargs,
                 )
-            except (ValueError, TypeError) as exc:
+            except ValueError as exc:  # e.g. a --protocol-version this client does not speak
                 out.error(f"{exc} (see 'mcp-call --help')")
                 return EXIT_USAGE
             started = time.perf_counter()
             async with client:
-                connect_seconds = time.perf_counter() - started
+                state.connect_seconds = time.perf_counter() - started
                 _report_connect_failover(client, state, out)
                 state.phase = "command"
-                return await _COMMANDS[options.command](client, options, out, connect_seconds)
+                return await _COMMANDS[options.command](client, options, out, state)
         except Exception as exc:  # every failure becomes one line and an exit code
             failure = _main_failure(exc)
             out.finish()
-            code = exit_code_for(failure, phase=state.phase, command=options.command)
-            if options.json:
+            code = exit_code_for(failure, phase=state.phase)
+            if options.json and not out.has_document:
                 out.document({"error": _error_document(failure, code, options, state)})
-            out.error(explain(failure, phase=state.phase, command=options.command))
+            out.error(explain(failure, phase=state.phase, tool=options.name))
             out.traceback(exc)
             return code
         finally:
@@ -291,7 +295,7 @@ def _error_document(
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "type": type(exc).__name__,
-        "message": explain(exc, phase=state.phase, command=options.command),
+        "message": explain(exc, phase=state.phase, tool=options.name),
         "exitCode": code,
     }
     if isinstance(exc, MCPError):
@@ -308,7 +312,7 @@ def _error_document(
 # -- commands -----------------------------------------------------------------------
 
 
-async def _info(client: ResilientClient, options: Options, out: Output, connect: float) -> int:
+async def _info(client: ResilientClient, options: Options, out: Output, state: _State) -> int:
     started = time.perf_counter()
     await client.ping()
     round_trip = time.perf_counter() - started
@@ -320,7 +324,7 @@ async def _info(client: ResilientClient, options: Options, out: Output, connect:
         "endpoints": options.urls,
         "capabilities": fmt.dump(client.server_capabilities) if client.server_capabilities else {},
         "instructions": client.instructions,
-        "connectMs": _ms(connect),
+        "connectMs": _ms(state.connect_seconds),
         "roundTripMs": _ms(round_trip),
     }
     if options.json:
@@ -335,7 +339,7 @@ def _offers(client: ResilientClient, capability: str) -> bool:
     return capabilities is None or getattr(capabilities, capability, None) is not None
 
 
-async def _tools(client: ResilientClient, options: Options, out: Output, connect: float) -> int:
+async def _tools(client: ResilientClient, options: Options, out: Output, state: _State) -> int:
     tools = await client.list_tools() if _offers(client, "tools") else []
     if options.name is not None:
         tool = next((t for t in tools if t.name == options.name), None)
@@ -356,7 +360,7 @@ async def _tools(client: ResilientClient, options: Options, out: Output, connect
     return EXIT_OK
 
 
-async def _call(client: ResilientClient, options: Options, out: Output, connect: float) -> int:
+async def _call(client: ResilientClient, options: Options, out: Output, state: _State) -> int:
     assert options.name is not None
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -367,6 +371,7 @@ async def _call(client: ResilientClient, options: Options, out: Output, connect:
         # an ambiguous failure (read-only or idempotent tools only, unless --idempotent).
         with contextlib.suppress(ServerError):
             await client.list_tools()
+    state.phase = "call"
     result = await client.call_tool(
         options.name,
         options.arguments,
@@ -390,7 +395,7 @@ async def _call(client: ResilientClient, options: Options, out: Output, connect:
     return EXIT_OK
 
 
-async def _resources(client: ResilientClient, options: Options, out: Output, connect: float) -> int:
+async def _resources(client: ResilientClient, options: Options, out: Output, state: _State) -> int:
     resources: list[mcp_types.Resource] = []
     templates: list[mcp_types.ResourceTemplate] = []
     if _offers(client, "resources"):
@@ -412,7 +417,7 @@ async def _resources(client: ResilientClient, options: Options, out: Output, con
     return EXIT_OK
 
 
-async def _read(client: ResilientClient, options: Options, out: Output, connect: float) -> int:
+async def _read(client: ResilientClient, options: Options, out: Output, state: _State) -> int:
     assert options.uri is not None
     result = await client.read_resource(options.uri)
     if options.json:
@@ -438,7 +443,7 @@ async def _read(client: ResilientClient, options: Options, out: Output, connect:
     return EXIT_OK
 
 
-async def _prompts(client: ResilientClient, options: Options, out: Output, connect: float) -> int:
+async def _prompts(client: ResilientClient, options: Options, out: Output, state: _State) -> int:
     prompts = await client.list_prompts() if _offers(client, "prompts") else []
     if options.json:
         out.document({"prompts": [fmt.dump(p) for p in prompts]})
@@ -447,7 +452,7 @@ async def _prompts(client: ResilientClient, options: Options, out: Output, conne
     return EXIT_OK
 
 
-async def _prompt(client: ResilientClient, options: Options, out: Output, connect: float) -> int:
+async def _prompt(client: ResilientClient, options: Options, out: Output, state: _State) -> int:
     assert options.name is not None
     result = await client.get_prompt(options.name, options.arguments)
     if options.json:
@@ -457,7 +462,7 @@ async def _prompt(client: ResilientClient, options: Options, out: Output, connec
     return EXIT_OK
 
 
-async def _ping(client: ResilientClient, options: Options, out: Output, connect: float) -> int:
+async def _ping(client: ResilientClient, options: Options, out: Output, state: _State) -> int:
     started = time.perf_counter()
     await client.ping()
     round_trip = _ms(time.perf_counter() - started)
