@@ -140,11 +140,16 @@ async def test_elicitation_sampling_and_roots_handlers(mcp_server: ServerProcess
         asked = await client.call_tool("ask_user", {"question": "Your name?"})
         summary = await client.call_tool("summarize", {"text": "a long text"})
         listed = await client.call_tool("list_roots")
+        await client.send_roots_list_changed()  # the server accepts it (202)
+        roots.append(mcp_types.Root(uri="file:///srv/other", name="other"))
+        relisted = await client.call_tool("list_roots")
     assert asked.structured_content == {"action": "accept", "answer": "Ada"}
     assert summary.structured_content == {"result": "short"}
     assert listed.structured_content == {
         "result": [{"uri": "file:///srv/project", "name": "project"}]
     }
+    assert relisted.structured_content is not None
+    assert [r["name"] for r in relisted.structured_content["result"]] == ["project", "other"]
 
 
 async def test_server_request_without_handler_gets_an_error(mcp_server: ServerProcess) -> None:
