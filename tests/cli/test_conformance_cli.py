@@ -29,5 +29,4 @@ def test_mcp_call_passes_scenario(
     # The runner builds its client command from CLIENT_SCRIPT: point it at the wrapper.
     monkeypatch.setattr(suite_runner, "CLIENT_SCRIPT", WRAPPER)
     run = suite_runner._run_once(suite, scenario, tmp_path / "run")
-    if run.problems(scenario):
-        pytest.fail(run.report(scenario), pytrace=False)
+    assert not run.problems(scenario), run.report(scenario)
