@@ -22,7 +22,7 @@ from mcp_resilient import (
     RetryPolicy,
 )
 from tests.rig import ServerCluster, ServerProcess
-from tests.rig.ops import executions, open_gate, wait_until
+from tests.rig.ops import executions, increment_killed_mid_call, open_gate, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -49,27 +49,9 @@ async def test_kill_mid_call_non_idempotent_never_runs_twice(mcp_cluster: Server
         await client.list_tools()
         victim = victim_of(mcp_cluster, client)
         other = survivor(mcp_cluster, victim)
-        call_id, gate = uuid.uuid4().hex, uuid.uuid4().hex
-        outcome: dict[str, Any] = {}
-
-        async def call() -> None:
-            try:
-                outcome["result"] = await client.call_tool(
-                    "increment", {"by": 1, "call_id": call_id, "gate": gate}, timeout=BOUND
-                )
-            except OutcomeUnknownError as exc:
-                outcome["unknown"] = exc
-
-        with anyio.fail_after(BOUND):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                # The work is committed; the answer waits at the gate: kill now.
-                await wait_until(lambda: _executed(other, call_id), "increment committed")
-                victim.kill()
-        await open_gate(other, gate)
-        assert await executions(other, call_id) == 1, "a non-idempotent call ran twice"
-        assert "unknown" in outcome, f"expected OutcomeUnknownError, got {outcome}"
-        error = outcome["unknown"]
+        error, runs = await increment_killed_mid_call(client, victim, other, BOUND)
+        assert runs == 1, "a non-idempotent call ran twice"
+        assert isinstance(error, OutcomeUnknownError), f"expected OutcomeUnknownError, got {error}"
         assert error.endpoint == victim.url
         assert error.method == "tools/call" and error.tool == "increment"
         assert error.request_id is not None

@@ -20,7 +20,7 @@ import pytest
 from examples._haproxy import HAProxyProcess, haproxy_path
 from mcp_resilient import Event, OutcomeUnknownError, ResilientClient
 from tests.rig import ServerCluster, ServerProcess
-from tests.rig.ops import executions, open_gate
+from tests.rig.ops import increment_killed_mid_call, open_gate
 
 pytestmark = pytest.mark.anyio
 
@@ -124,26 +124,9 @@ async def test_kill_mid_call_through_haproxy(
         await client.list_tools()
         victim = await backend_of(client, mcp_cluster)
         other = next(s for s in mcp_cluster if s is not victim)
-        call_id, gate = uuid.uuid4().hex, uuid.uuid4().hex
-        outcome: dict[str, Any] = {}
-
-        async def call() -> None:
-            try:
-                outcome["result"] = await client.call_tool(
-                    "increment", {"by": 1, "call_id": call_id, "gate": gate}, timeout=BOUND
-                )
-            except OutcomeUnknownError as exc:
-                outcome["unknown"] = exc
-
-        with anyio.fail_after(BOUND):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                while await executions(other, call_id) < 1:
-                    await anyio.sleep(0.05)
-                victim.kill()
-        await open_gate(other, gate)
-        assert await executions(other, call_id) == 1
-        assert "unknown" in outcome, outcome
+        error, runs = await increment_killed_mid_call(client, victim, other, BOUND)
+        assert runs == 1, "a non-idempotent call ran twice"
+        assert isinstance(error, OutcomeUnknownError), error
 
         # A read-only call caught by a kill is re-sent and completes on another backend.
         gate2 = uuid.uuid4().hex
