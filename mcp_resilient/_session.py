@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ._eras._handshake import valid_session_id
 from ._events import EventSink
 from ._handlers import Handlers, ProgressHandler, ServerRequestError, call_progress
 from ._transports import HTTPWire, StreamCursor
@@ -227,6 +228,19 @@ class Session:
             )
         await self._resume(message, pending, cursor)
 
+    def _resume_headers(self, cursor: StreamCursor) -> dict[str, str]:
+        """Headers for a resumption GET.
+
+        Normally the era's; but an interrupted ``initialize`` answer is resumed before the
+        era knows the session, so take the id from that answer's own headers.
+        """
+        headers = self.era.headers("GET")
+        if self.session_id is None and cursor.headers is not None:
+            session_id = cursor.headers.get("mcp-session-id")
+            if session_id is not None and valid_session_id(session_id):
+                headers = {**headers, "Mcp-Session-Id": session_id}
+        return headers
+
     async def _drain(self, stream: AsyncGenerator[dict[str, Any], None]) -> None:
         """Read the rest of an answered SSE stream (servers end it right after the answer)."""
         try:
@@ -276,7 +290,7 @@ class Session:
             )
             try:
                 stream = await self.wire.get_stream(
-                    self.era.headers("GET"), session_id=self.session_id, cursor=cursor
+                    self._resume_headers(cursor), session_id=self.session_id, cursor=cursor
                 )
                 if stream is None:
                     raise StreamEndedError(

@@ -1,5 +1,5 @@
 """Transports: how MCP messages travel. Today: Streamable HTTP."""
 
-from ._http import POST_ACCEPT, SSE_ACCEPT, HTTPWire, StreamCursor
+from ._http import POST_ACCEPT, SSE_ACCEPT, HTTPWire, SeenIds, StreamCursor
 
-__all__ = ["POST_ACCEPT", "SSE_ACCEPT", "HTTPWire", "StreamCursor"]
+__all__ = ["POST_ACCEPT", "SSE_ACCEPT", "HTTPWire", "SeenIds", "StreamCursor"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -25,13 +26,42 @@ from ..errors import (
     TransportError,
 )
 
-__all__ = ["POST_ACCEPT", "SSE_ACCEPT", "HTTPWire", "StreamCursor"]
+__all__ = ["POST_ACCEPT", "SSE_ACCEPT", "HTTPWire", "SeenIds", "StreamCursor"]
 
 logger = logging.getLogger("mcp_resilient.wire")
 
 POST_ACCEPT = "application/json, text/event-stream"
 SSE_ACCEPT = "text/event-stream"
 _JSON_CONTENT_TYPE = "application/json"
+
+
+class SeenIds:
+    """The most recent event ids of one stream, to drop replays; bounded for long streams.
+
+    A replay resends events *after* the ``Last-Event-ID`` we sent, so only recent ids can
+    come back; the listen stream lives as long as the session and must not grow forever.
+    """
+
+    __slots__ = ("_ids", "_order", "limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, event_id: str) -> None:
+        if event_id in self._ids:
+            return
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > self.limit:
+            self._ids.discard(self._order.popleft())
 
 
 @dataclass(slots=True)
@@ -42,7 +72,7 @@ class StreamCursor:
     retry_ms: int | None = None
     events: int = 0
     headers: httpx.Headers | None = None
-    seen_ids: set[str] = field(default_factory=set)
+    seen_ids: SeenIds = field(default_factory=lambda: SeenIds())
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -705,3 +705,14 @@ async def test_listen_stream_with_only_retry_fields_still_gives_up(
             mcp_mock.log("info", "never delivered")
             await wait_for_log(caplog, "giving up after 5 idle reconnects", timeout=1)
     assert len(listen_gets(mcp_mock)) == 5
+
+
+def test_seen_ids_are_bounded_and_keep_the_most_recent() -> None:
+    from mcp_resilient._transports import SeenIds
+
+    seen = SeenIds(limit=3)
+    for event_id in ("a", "b", "c", "d", "d"):
+        seen.add(event_id)
+    assert len(seen) == 3
+    assert "a" not in seen
+    assert all(event_id in seen for event_id in ("b", "c", "d"))
