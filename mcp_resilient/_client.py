@@ -88,7 +88,8 @@ class _Lost:
 
 
 def _deadline(timeout: float | None) -> float:
-    return math.inf if timeout is None else time.monotonic() + timeout
+    # On the event loop's clock (anyio.current_time), as cancel scope deadlines are.
+    return math.inf if timeout is None else anyio.current_time() + timeout
 
 
 def _default_http_client() -> httpx.AsyncClient:
@@ -347,7 +348,7 @@ class ResilientClient:
             # Wait (briefly) for the listen stream, so a server that sends requests outside
             # any call (e.g. elicitation on the GET stream) finds it open from the first call.
             with anyio.move_on_after(
-                min(_LISTEN_READY_SECONDS, max(0.0, deadline - time.monotonic()))
+                min(_LISTEN_READY_SECONDS, max(0.0, deadline - anyio.current_time()))
             ):
                 await ready.wait()
 
@@ -506,7 +507,7 @@ class ResilientClient:
             delay = max(delay, exc.retry_after)
         if self._bucket.throttled:
             delay = max(delay, policy.max_backoff)
-        if time.monotonic() + delay >= deadline:
+        if anyio.current_time() + delay >= deadline:
             what = "could not open a session" if method == "initialize" else method
             raise RequestTimeoutError(
                 f"{what}: gave up before the deadline, which comes before the next retry"
@@ -585,14 +586,11 @@ class ResilientClient:
         if self._stack is None:
             self._require_session()
         limit = self.timeout if timeout == "default" else timeout
-        try:
-            with anyio.fail_after(limit if limit is not None else math.inf):
-                raw, session = await self._call(
-                    method, params, _deadline(limit), progress_handler, idempotent
-                )
-        except RequestTimeoutError:
-            raise  # already says why (e.g. no time left to wait for a retry)
-        except TimeoutError:
+        deadline = _deadline(limit)
+        # A bare cancel scope: the deadline of the whole call, retries and waits included.
+        with anyio.CancelScope(deadline=deadline) as scope:
+            raw, session = await self._call(method, params, deadline, progress_handler, idempotent)
+        if scope.cancelled_caught:
             raise RequestTimeoutError(
                 f"{method} did not complete within {limit:g} s",
                 endpoint=self.endpoint,
@@ -692,7 +690,7 @@ class ResilientClient:
         if idempotent is None and self.trust_annotations and name not in self._tools:
             # The annotations decide, and we have not seen them: look them up (read-only).
             try:
-                await self.list_tools(timeout=max(0.0, deadline - time.monotonic()))
+                await self.list_tools(timeout=max(0.0, deadline - anyio.current_time()))
             except MCPError as exc:
                 logger.info("could not list tools to check %r's annotations: %s", name, exc)
                 return False

@@ -42,7 +42,10 @@ __all__ = ["Session"]
 logger = logging.getLogger("mcp_resilient")
 
 _DRAIN_SECONDS = 0.05
-"""How long an answered SSE stream may linger before we drop its connection."""
+"""How long we read on after an SSE answer's response, for the server to end the stream.
+
+Reading to the end lets the connection go back to the pool; a stream still open after
+this is closed (its connection is then dropped, not reused)."""
 
 _LISTEN_MAX_IDLE_RECONNECTS = 5
 """Reconnects of the listen stream in a row that bring no new event before we give up."""
@@ -193,7 +196,6 @@ class Session:
         stream = self.wire.post(
             message, self.era.headers(method), session_id=self.session_id, cursor=cursor
         )
-        handed_off = False
         try:
             async for incoming in stream:
                 await self.dispatch(incoming)
@@ -201,7 +203,7 @@ class Session:
                     if cursor.events:
                         # An SSE answer: servers end it right after the answer. Reading to
                         # that end lets the connection go back to the pool.
-                        with anyio.move_on_after(_DRAIN_SECONDS):
+                        with anyio.CancelScope(deadline=anyio.current_time() + _DRAIN_SECONDS):
                             try:
                                 async for extra in stream:
                                     await self.dispatch(extra)
@@ -216,8 +218,7 @@ class Session:
                 "answer stream for %s broke after event %s: %s", method, cursor.last_event_id, exc
             )
         finally:
-            if not handed_off:
-                await stream.aclose()
+            await stream.aclose()
         if pending.message is not None:
             return
         if cursor.events == 0:
@@ -240,18 +241,6 @@ class Session:
             if session_id is not None and valid_session_id(session_id):
                 headers = {**headers, "Mcp-Session-Id": session_id}
         return headers
-
-    async def _drain(self, stream: AsyncGenerator[dict[str, Any], None]) -> None:
-        """Read the rest of an answered SSE stream (servers end it right after the answer)."""
-        try:
-            with anyio.move_on_after(_DRAIN_SECONDS):
-                async for incoming in stream:
-                    await self.dispatch(incoming)
-        except MCPError as exc:
-            logger.debug("ignoring a failure after the answer on %s: %s", self.endpoint, exc)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
 
     async def _resume(
         self, message: dict[str, Any], pending: _Pending, cursor: StreamCursor

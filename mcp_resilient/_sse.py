@@ -8,7 +8,7 @@ complete event and stops the stream once that passes the cap.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
@@ -21,8 +21,15 @@ DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
 """Default cap on one SSE event (and on one JSON body): 4 MiB."""
 
 
+_BOUNDARIES = ("\n\n", "\r\n\r\n", "\r\r")
+
+
 class _CappedResponse:
-    """Just enough of ``httpx.Response`` for ``EventSource``, with a size guard."""
+    """Just enough of ``httpx.Response`` for ``EventSource``, with a size guard.
+
+    It counts the characters since the last blank line (the end of an event) and stops
+    the stream once that passes the cap, so no single event can grow without bound.
+    """
 
     __slots__ = ("_response", "cap", "pending", "where")
 
@@ -38,7 +45,8 @@ class _CappedResponse:
 
     async def aiter_text(self) -> AsyncIterator[str]:
         async for text in self._response.aiter_text():
-            self.pending += len(text)
+            end = max(text.rfind(boundary) for boundary in _BOUNDARIES)
+            self.pending = len(text) - end if end >= 0 else self.pending + len(text)
             if self.pending > self.cap:
                 raise EventTooLargeError(
                     f"SSE event larger than the {self.cap}-byte cap",
@@ -49,25 +57,17 @@ class _CappedResponse:
             yield text
 
 
-async def iter_events(
+def iter_events(
     response: httpx.Response,
     *,
     max_event_bytes: int,
     endpoint: str | None = None,
     session_id: str | None = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """Yield the events of an SSE response, raising once one exceeds ``max_event_bytes``."""
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """The events of an SSE response; raises once one exceeds ``max_event_bytes``."""
     # SSE is UTF-8 by definition; saying so spares httpx parsing the charset per response.
     response.encoding = "utf-8"
     capped = _CappedResponse(
         response, max_event_bytes, {"endpoint": endpoint, "session_id": session_id}
     )
-    source = EventSource(capped)  # type: ignore[arg-type]
-    events = source.aiter_sse()
-    try:
-        async for event in events:
-            # Whatever arrived beyond this event is at most one chunk; count from here.
-            capped.pending = 0
-            yield event
-    finally:
-        await events.aclose()
+    return EventSource(capped).aiter_sse()  # type: ignore[arg-type]

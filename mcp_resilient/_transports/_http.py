@@ -300,31 +300,35 @@ class HTTPWire:
     async def _read_sse(
         self, response: httpx.Response, session_id: str | None, cursor: StreamCursor
     ) -> AsyncGenerator[dict[str, Any], None]:
-        async for event in iter_events(
+        events = iter_events(
             response,
             max_event_bytes=self.max_message_bytes,
             endpoint=self.url,
             session_id=session_id,
-        ):
-            if event.retry is not None:
-                cursor.retry_ms = event.retry
-            if event.id:
-                if event.id in cursor.seen_ids:
-                    # A replay of something already delivered: exactly-once means drop it.
-                    logger.debug("dropping replayed SSE event %s from %s", event.id, self.url)
+        )
+        try:
+            async for event in events:
+                if event.retry is not None:
+                    cursor.retry_ms = event.retry
+                if event.id:
+                    if event.id in cursor.seen_ids:
+                        # A replay of something already delivered: exactly-once means drop it.
+                        logger.debug("dropping replayed SSE event %s from %s", event.id, self.url)
+                        continue
+                    cursor.seen_ids.add(event.id)
+                    cursor.last_event_id = event.id
+                elif not event.data:
+                    continue  # a bare `retry:` block is no event (and no progress)
+                cursor.events += 1
+                # Priming events (an id, empty data) and anything without data are no messages.
+                if not event.data.strip():
                     continue
-                cursor.seen_ids.add(event.id)
-                cursor.last_event_id = event.id
-            elif not event.data:
-                continue  # a bare `retry:` block is no event (and no progress)
-            cursor.events += 1
-            # Priming events (an id with empty data) and anything without data are not messages.
-            if not event.data.strip():
-                continue
-            if event.event not in ("", "message"):
-                logger.debug("ignoring SSE event of type %r from %s", event.event, self.url)
-                continue
-            yield _decode_message(event.data, endpoint=self.url, session_id=session_id)
+                if event.event not in ("", "message"):
+                    logger.debug("ignoring SSE event of type %r from %s", event.event, self.url)
+                    continue
+                yield _decode_message(event.data, endpoint=self.url, session_id=session_id)
+        finally:
+            await events.aclose()
 
     async def _raise_status(
         self, response: httpx.Response, method: str, session_id: str | None
