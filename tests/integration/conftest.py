@@ -15,6 +15,7 @@ from typing import Protocol
 
 import pytest
 
+from examples._haproxy import HAProxyProcess, haproxy_path
 from tests.rig import RedisProcess, ServerCluster, ServerProcess, redis_server_path
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
@@ -157,3 +158,22 @@ def mcp_cluster(
     finally:
         _dump_logs(request, list(cluster))
         cluster.stop()
+
+
+@pytest.fixture
+def haproxy(mcp_cluster: ServerCluster, tmp_path: Path) -> Generator[HAProxyProcess, None, None]:
+    """HAProxy (examples/haproxy/haproxy.cfg) in front of ``mcp_cluster``; ``.url`` is its MCP URL.
+
+    Missing ``haproxy``: skipped locally, a failure in CI (env ``CI`` set).
+    """
+    if haproxy_path() is None:
+        reason = "haproxy is not installed (apt-get install -y haproxy)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    proxy = HAProxyProcess(mcp_cluster.urls, log_path=tmp_path / "logs" / "haproxy.log")
+    proxy.start(expect_instances=len(mcp_cluster))
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

@@ -7,17 +7,14 @@ and the client starts a new session and carries the state over with resume_sessi
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from examples._haproxy import HAProxyProcess, haproxy_path
+from examples._haproxy import HAProxyProcess
 from mcp_resilient import Event, OutcomeUnknownError, ResilientClient
 from tests.rig import ServerCluster, ServerProcess
 from tests.rig.ops import increment_killed_mid_call, open_gate
@@ -30,21 +27,6 @@ BOUND = 60.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def haproxy(mcp_cluster: ServerCluster, tmp_path: Path) -> Generator[HAProxyProcess, None, None]:
-    if haproxy_path() is None:
-        reason = "haproxy is not installed (apt-get install -y haproxy)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}", pytrace=False)
-        pytest.skip(reason)
-    proxy = HAProxyProcess(mcp_cluster.urls, log_path=tmp_path / "logs" / "haproxy.log")
-    proxy.start(expect_instances=len(mcp_cluster))
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
 
 
 async def backend_of(client: ResilientClient, cluster: ServerCluster) -> ServerProcess:

@@ -39,6 +39,8 @@ class Worker:
     unknown: list[str] = field(default_factory=list)
     last_value: int = 0
     final_counter: int | None = None
+    sessions: int = 0
+    resumes: int = 0
 
 
 async def run_worker(worker: Worker, urls: list[str], stop: anyio.Event) -> None:
@@ -61,6 +63,8 @@ async def run_worker(worker: Worker, urls: list[str], stop: anyio.Event) -> None
         counter = await client.call_tool("get_counter")
         assert counter.structured_content is not None
         worker.final_counter = int(counter.structured_content["result"])
+        worker.sessions = client.stats.sessions
+        worker.resumes = client.stats.resumes
 
 
 async def total_acked(workers: list[Worker]) -> int:
@@ -89,19 +93,29 @@ async def executions(server: ServerProcess, call_ids: list[str]) -> dict[str, in
     return counts
 
 
-async def test_rolling_restart_loses_and_duplicates_nothing(mcp_cluster: ServerCluster) -> None:
+@pytest.mark.parametrize("setup", ["direct", "haproxy"])
+async def test_rolling_restart_loses_and_duplicates_nothing(
+    mcp_cluster: ServerCluster, setup: str, request: pytest.FixtureRequest
+) -> None:
+    """Client-side failover over the three URLs, and one URL through HAProxy."""
+    urls = mcp_cluster.urls if setup == "direct" else [request.getfixturevalue("haproxy").url]
     workers = [Worker(f"w{i}") for i in range(WORKERS)]
     stop = anyio.Event()
     with anyio.fail_after(BOUND):
         async with anyio.create_task_group() as tg:
             for worker in workers:
-                tg.start_soon(run_worker, worker, mcp_cluster.urls, stop)
+                tg.start_soon(run_worker, worker, urls, stop)
             await progress_after(workers, 3 * WORKERS)
             for server in mcp_cluster:
                 await anyio.to_thread.run_sync(lambda s=server: s.restart(graceful=True))
                 await progress_after(workers, 2 * WORKERS)
             stop.set()
 
+    summary = [(w.name, len(w.acked), len(w.unknown), w.sessions, w.resumes) for w in workers]
+    print(f"{setup}: (worker, acked, unknown, sessions, resumes) {summary}")
+    # The restarts really hit the sessions: some were replaced and their state resumed.
+    assert sum(w.sessions for w in workers) > WORKERS, workers
+    assert sum(w.resumes for w in workers) >= 1, workers
     checker = mcp_cluster[0]
     for worker in workers:
         assert worker.acked, f"{worker.name} made no progress"
