@@ -74,6 +74,14 @@ def normalize_url(url: str | httpx.URL) -> str:
     return f"{parsed.scheme}://{parsed.host}:{port}{parsed.path or '/'}"
 
 
+def same_endpoint(endpoint: str | None, url: str) -> bool:
+    """Whether a request's endpoint is ``url``, however either is spelled (None: no endpoint).
+
+    Used both to target faults and to filter the request log, so the two agree.
+    """
+    return endpoint is not None and normalize_url(endpoint) == normalize_url(url)
+
+
 @dataclass(frozen=True)
 class Target:
     """Which requests a fault applies to; unset fields match anything.
@@ -95,9 +103,7 @@ class Target:
             return False
         if self.method is not None and rec.method != self.method:
             return False
-        if self.url is not None and (
-            rec.endpoint is None or normalize_url(rec.endpoint) != normalize_url(self.url)
-        ):
+        if self.url is not None and not same_endpoint(rec.endpoint, self.url):
             return False
         return self.session_id is None or rec.session_id == self.session_id
 

@@ -118,10 +118,7 @@ class ToolContext:
 
     def notify(self, method: str, params: Mapping[str, Any] | None = None) -> Emitted:
         """Send a notification on this request's stream."""
-        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            message["params"] = dict(params)
-        self.messages.append(message)
+        self.messages.append(jsonrpc_message(method, params))
         return _EMITTED
 
     def progress(
@@ -133,14 +130,14 @@ class ToolContext:
         params = mt.ProgressNotificationParams(
             progress_token=self.progress_token, progress=progress, total=total, message=message
         )
-        return self.notify("notifications/progress", _dump(params))
+        return self.notify("notifications/progress", dump_model(params))
 
     def log(self, level: mt.LoggingLevel, data: Any, logger: str | None = None) -> Emitted:
         """Send a log message, unless the session's ``logging/setLevel`` filters it out."""
         if not self.session.wants_log(level):
             return _EMITTED
         params = mt.LoggingMessageNotificationParams(level=level, data=data, logger=logger)
-        return self.notify("notifications/message", _dump(params))
+        return self.notify("notifications/message", dump_model(params))
 
     def send_request(self, method: str, params: Mapping[str, Any] | None = None) -> str:
         """Send a server-to-client request on this stream; returns its id.
@@ -148,10 +145,7 @@ class ToolContext:
         The client's answer arrives later as a POST; find it in ``server.client_responses``.
         """
         request_id = self.server.next_server_request_id()
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = dict(params)
-        self.messages.append(message)
+        self.messages.append(jsonrpc_message(method, params, request_id=request_id))
         return request_id
 
     def ping_client(self) -> str:
@@ -159,8 +153,25 @@ class ToolContext:
         return self.send_request("ping")
 
 
-def _dump(model: BaseModel) -> dict[str, Any]:
+def dump_model(model: BaseModel) -> dict[str, Any]:
+    """A model as it goes on the wire: camelCase aliases, JSON values, unset fields left out."""
     return model.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def jsonrpc_message(
+    method: str, params: Mapping[str, Any] | None = None, *, request_id: str | None = None
+) -> dict[str, Any]:
+    """A server-to-client notification, or a request when ``request_id`` is given.
+
+    Shared by the per-request stream (``ToolContext``) and the listen stream (the server).
+    """
+    message: dict[str, Any] = {"jsonrpc": "2.0"}
+    if request_id is not None:
+        message["id"] = request_id
+    message["method"] = method
+    if params is not None:
+        message["params"] = dict(params)
+    return message
 
 
 # -- signatures -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import httpx
 
-from ._faults import normalize_url
+from ._faults import same_endpoint
 
 __all__ = ["RecordedRequest", "RequestLog", "ToolExecution"]
 
@@ -33,23 +33,25 @@ class RecordedRequest:
     status: int | None = None
     faults: list[str] = field(default_factory=list)
 
+    def _header(self, name: str) -> str | None:
+        # ``httpx.Headers.get`` is typed ``Any``; this pins the type once for the accessors below.
+        value: str | None = self.headers.get(name)
+        return value
+
     @property
     def session_id(self) -> str | None:
         """The ``Mcp-Session-Id`` header the client sent."""
-        value: str | None = self.headers.get("mcp-session-id")
-        return value
+        return self._header("mcp-session-id")
 
     @property
     def protocol_version(self) -> str | None:
         """The ``MCP-Protocol-Version`` header the client sent."""
-        value: str | None = self.headers.get("mcp-protocol-version")
-        return value
+        return self._header("mcp-protocol-version")
 
     @property
     def last_event_id(self) -> str | None:
         """The ``Last-Event-ID`` header (a resumption GET)."""
-        value: str | None = self.headers.get("last-event-id")
-        return value
+        return self._header("last-event-id")
 
     @property
     def method(self) -> str | None:
@@ -130,7 +132,7 @@ class RequestLog(list[RecordedRequest]):
             if (method is None or r.method == method)
             and (tool is None or r.tool_name == tool)
             and (http_method is None or r.http_method == http_method.upper())
-            and (url is None or _same_endpoint(r, url))
+            and (url is None or same_endpoint(r.endpoint, url))
         ]
 
     @property
@@ -144,10 +146,6 @@ class RequestLog(list[RecordedRequest]):
         if not self:
             raise LookupError("no request was recorded")
         return self[-1]
-
-
-def _same_endpoint(rec: RecordedRequest, url: str) -> bool:
-    return rec.endpoint is not None and normalize_url(rec.endpoint) == normalize_url(url)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,9 @@ from ._features import (
     build_prompt,
     build_tool,
     call_with,
+    dump_model,
     error_result,
+    jsonrpc_message,
     read_signature,
     template_pattern,
     to_call_result,
@@ -122,6 +124,11 @@ class MockSession:
             return True
         return LOG_LEVELS.index(level) >= LOG_LEVELS.index(self.log_level)
 
+    def _end_listen_streams(self) -> None:
+        """End the GET streams open now; later ones (a newer generation) are not affected."""
+        self.listen_generation += 1
+        self.waker.wake()
+
     @property
     def pending_messages(self) -> list[dict[str, Any]]:
         """Listen-stream messages queued but not yet sent on any GET stream."""
@@ -165,15 +172,35 @@ class _Listen:
 _Reply = _Plain | _Answer | _Listen
 
 
+def _result_response(request_id: Any, result: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def _error_response(request_id: Any, error: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
 def _rpc_error(status: int, request_id: Any, code: int, message: str) -> _Plain:
-    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+    body = _error_response(request_id, {"code": code, "message": message})
     return _Plain(status, {"content-type": JSON}, json.dumps(body).encode())
+
+
+def _sse_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Headers of an SSE answer; the caller's (session id...) go last and win."""
+    return {"content-type": SSE, "cache-control": "no-cache", **headers}
 
 
 def _media_types(header: str | None) -> set[str]:
     if not header:
         return set()
     return {part.split(";", 1)[0].strip().lower() for part in header.split(",")}
+
+
+def _uri_param(params: dict[str, Any]) -> str:
+    uri = params.get("uri")
+    if not isinstance(uri, str):
+        raise RPCError(-32602, "Missing uri")
+    return uri
 
 
 def _visible_ascii(value: str) -> bool:
@@ -189,8 +216,41 @@ def _read_timeout(request: httpx.Request) -> float | None:
     return None
 
 
-def _dump(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(by_alias=True, mode="json", exclude_none=True)
+def _decorate(fn: F | None, register: Callable[[F], object]) -> F | Callable[[F], F]:
+    """Serve ``@server.tool`` and ``@server.tool(...)`` alike: register, hand ``fn`` back."""
+
+    def decorator(func: F) -> F:
+        register(func)
+        return func
+
+    return decorator(fn) if fn is not None else decorator
+
+
+def _reader_decorator(
+    add: Callable[..., object],
+    uri: str,
+    name: str | None,
+    title: str | None,
+    description: str | None,
+    mime_type: str | None,
+) -> Callable[[F], F]:
+    """The decorator form of ``add_resource`` / ``add_resource_template``.
+
+    Both name the entry after the decorated function unless ``name`` is given.
+    """
+
+    def decorator(func: F) -> F:
+        add(
+            uri,
+            func,
+            name=name or func.__name__,
+            title=title,
+            description=description,
+            mime_type=mime_type,
+        )
+        return func
+
+    return decorator
 
 
 class MockMCPServer:
@@ -324,47 +384,14 @@ class MockMCPServer:
         response_mode: ResponseMode | None = None,
     ) -> Callable[[F], F]: ...
 
-    def tool(
-        self,
-        fn: F | None = None,
-        /,
-        *,
-        name: str | None = None,
-        title: str | None = None,
-        description: str | None = None,
-        annotations: mt.ToolAnnotations | Mapping[str, Any] | None = None,
-        read_only: bool | None = None,
-        destructive: bool | None = None,
-        idempotent: bool | None = None,
-        open_world: bool | None = None,
-        input_schema: Mapping[str, Any] | None = None,
-        output_schema: Mapping[str, Any] | None = None,
-        response_mode: ResponseMode | None = None,
-    ) -> F | Callable[[F], F]:
+    def tool(self, fn: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
         """Register a tool (decorator, with or without arguments).
 
         ``read_only`` / ``destructive`` / ``idempotent`` / ``open_world`` set the annotation
-        hints; the docstring's first paragraph is the description.
+        hints; the docstring's first paragraph is the description. The overloads above spell
+        out the options; they go to ``add_tool`` unchanged.
         """
-
-        def register(func: F) -> F:
-            self.add_tool(
-                func,
-                name=name,
-                title=title,
-                description=description,
-                annotations=annotations,
-                read_only=read_only,
-                destructive=destructive,
-                idempotent=idempotent,
-                open_world=open_world,
-                input_schema=input_schema,
-                output_schema=output_schema,
-                response_mode=response_mode,
-            )
-            return func
-
-        return register(fn) if fn is not None else register
+        return _decorate(fn, lambda func: self.add_tool(func, **options))
 
     def add_tool(
         self,
@@ -419,19 +446,7 @@ class MockMCPServer:
         mime_type: str | None = None,
     ) -> Callable[[F], F]:
         """Register a function as the reader of resource ``uri`` (decorator)."""
-
-        def register(func: F) -> F:
-            self.add_resource(
-                uri,
-                func,
-                name=name or func.__name__,
-                title=title,
-                description=description,
-                mime_type=mime_type,
-            )
-            return func
-
-        return register
+        return _reader_decorator(self.add_resource, uri, name, title, description, mime_type)
 
     def add_resource(
         self,
@@ -475,19 +490,9 @@ class MockMCPServer:
         mime_type: str | None = None,
     ) -> Callable[[F], F]:
         """Register a reader for a URI template (decorator); ``{var}`` become arguments."""
-
-        def register(func: F) -> F:
-            self.add_resource_template(
-                uri_template,
-                func,
-                name=name or func.__name__,
-                title=title,
-                description=description,
-                mime_type=mime_type,
-            )
-            return func
-
-        return register
+        return _reader_decorator(
+            self.add_resource_template, uri_template, name, title, description, mime_type
+        )
 
     def add_resource_template(
         self,
@@ -531,22 +536,12 @@ class MockMCPServer:
         description: str | None = None,
     ) -> Callable[[F], F]: ...
 
-    def prompt(
-        self,
-        fn: F | None = None,
-        /,
-        *,
-        name: str | None = None,
-        title: str | None = None,
-        description: str | None = None,
-    ) -> F | Callable[[F], F]:
-        """Register a prompt (decorator); its parameters are the prompt's arguments."""
+    def prompt(self, fn: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+        """Register a prompt (decorator); its parameters are the prompt's arguments.
 
-        def register(func: F) -> F:
-            self.add_prompt(func, name=name, title=title, description=description)
-            return func
-
-        return register(fn) if fn is not None else register
+        The overloads above spell out the options; they go to ``add_prompt`` unchanged.
+        """
+        return _decorate(fn, lambda func: self.add_prompt(func, **options))
 
     def add_prompt(
         self,
@@ -615,8 +610,7 @@ class MockMCPServer:
             if session is None:
                 continue
             session.expired = True
-            session.listen_generation += 1
-            session.waker.wake()
+            session._end_listen_streams()
             self._expired[sid] = session
             expired.append(sid)
             logger.debug("session %s expired", sid)
@@ -643,15 +637,13 @@ class MockMCPServer:
     def close_listen_streams(self, session_id: str | None = None) -> None:
         """End open GET streams gracefully (a client should reconnect)."""
         for session in self._targets(session_id):
-            session.listen_generation += 1
-            session.waker.wake()
+            session._end_listen_streams()
 
     def close(self) -> None:
         """Refuse further connections and end open streams (fixture teardown)."""
         self._closed = True
         for session in [*self._sessions.values(), self._anonymous]:
-            session.listen_generation += 1
-            session.waker.wake()
+            session._end_listen_streams()
 
     # -- server-initiated messages (on GET listen streams) ----------------------------------
 
@@ -676,10 +668,7 @@ class MockMCPServer:
 
         Messages wait for a GET stream if none is open. Returns how many sessions got it.
         """
-        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            message["params"] = dict(params)
-        return self._push(message, session_id)
+        return self._push(jsonrpc_message(method, params), session_id)
 
     def _push(self, message: dict[str, Any], session_id: str | None) -> int:
         targets = self._targets(session_id)
@@ -709,7 +698,7 @@ class MockMCPServer:
         session_id: str | None = None,
     ) -> int:
         """Queue a ``notifications/message`` log entry on listen streams."""
-        params = _dump(
+        params = dump_model(
             mt.LoggingMessageNotificationParams(level=level, data=data, logger=logger_name)
         )
         return self.notify("notifications/message", params, session_id=session_id)
@@ -732,10 +721,7 @@ class MockMCPServer:
         ids = []
         for session in self._targets(session_id):
             request_id = self.next_server_request_id()
-            message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-            if params is not None:
-                message["params"] = dict(params)
-            self._push(message, session.id)
+            self._push(jsonrpc_message(method, params, request_id=request_id), session.id)
             ids.append(request_id)
         return ids
 
@@ -910,14 +896,15 @@ class MockMCPServer:
             return self._get(rec, request)
         if request.method == "DELETE":
             return self._delete(rec)
-        return _Plain(405, {"allow": self._allowed()})
+        return self._not_allowed()
 
-    def _allowed(self) -> str:
+    def _not_allowed(self) -> _Plain:
+        """405, listing the verbs this server's options leave open."""
         verbs = ["GET"] if self.get_stream else []
         verbs.append("POST")
         if self.allow_delete and self.stateful:
             verbs.append("DELETE")
-        return ", ".join(verbs)
+        return _Plain(405, {"allow": ", ".join(verbs)})
 
     def _session_for(self, rec: RecordedRequest) -> MockSession | _Plain:
         if not self.stateful:
@@ -928,6 +915,17 @@ class MockMCPServer:
         if session is None:
             return _rpc_error(404, rec.id, -32600, "Session not found")
         return session
+
+    def _checked_session(self, rec: RecordedRequest) -> MockSession | _Plain:
+        """The session of a POST or GET past ``initialize``, or the error that answers it.
+
+        DELETE checks the session only: ending it works whatever version header it carries.
+        """
+        session = self._session_for(rec)
+        if isinstance(session, _Plain):
+            return session
+        bad_version = self._check_version(rec)
+        return bad_version if bad_version is not None else session
 
     def _check_version(self, rec: RecordedRequest) -> _Plain | None:
         version = rec.protocol_version
@@ -963,12 +961,9 @@ class MockMCPServer:
 
         if rec.kind == "request" and rec.method == "initialize":
             return self._initialize(rec)
-        session = self._session_for(rec)
+        session = self._checked_session(rec)
         if isinstance(session, _Plain):
             return session
-        bad_version = self._check_version(rec)
-        if bad_version is not None:
-            return bad_version
 
         if rec.kind == "notification":
             self._on_notification(session, rec)
@@ -987,11 +982,9 @@ class MockMCPServer:
         try:
             params = mt.InitializeRequestParams.model_validate(rec.params)
         except ValidationError as error:
-            response = {
-                "jsonrpc": "2.0",
-                "id": rec.id,
-                "error": {"code": -32602, "message": f"Invalid initialize params: {error}"},
-            }
+            response = _error_response(
+                rec.id, {"code": -32602, "message": f"Invalid initialize params: {error}"}
+            )
             return _Answer(None, [], response, "json")
         requested = params.protocol_version
         negotiated = requested if requested in self.protocol_versions else self.protocol_versions[0]
@@ -1021,11 +1014,7 @@ class MockMCPServer:
             server_info=mt.Implementation(name=self.name, version=self.version),
             instructions=self.instructions,
         )
-        response = {
-            "jsonrpc": "2.0",
-            "id": rec.id,
-            "result": self._serialize("initialize", negotiated, result),
-        }
+        response = _result_response(rec.id, self._serialize("initialize", negotiated, result))
         return _Answer(session, [], response, self.response_mode, new_session=self.stateful)
 
     def _on_notification(self, session: MockSession, rec: RecordedRequest) -> None:
@@ -1037,7 +1026,7 @@ class MockMCPServer:
     def _serialize(
         self, method: str, version: str, result: BaseModel | Mapping[str, Any]
     ) -> dict[str, Any]:
-        data = _dump(result) if isinstance(result, BaseModel) else dict(result)
+        data = dump_model(result) if isinstance(result, BaseModel) else dict(result)
         try:
             return serialize_server_result(method, version, data)
         except (KeyError, ValueError):  # custom methods, results outside the schema
@@ -1056,13 +1045,9 @@ class MockMCPServer:
                 if spec is not None and spec.response_mode is not None:
                     mode = spec.response_mode
             result = await self._dispatch(method, rec.params, ctx)
-            response: dict[str, Any] = {
-                "jsonrpc": "2.0",
-                "id": rec.id,
-                "result": self._serialize(method, version, result),
-            }
+            response = _result_response(rec.id, self._serialize(method, version, result))
         except RPCError as error:
-            response = {"jsonrpc": "2.0", "id": rec.id, "error": error.to_error()}
+            response = _error_response(rec.id, error.to_error())
         return _Answer(session, ctx.messages, response, mode)
 
     async def _dispatch(
@@ -1093,9 +1078,7 @@ class MockMCPServer:
         if method == "resources/read":
             return await self._read_resource(params, ctx)
         if method in ("resources/subscribe", "resources/unsubscribe"):
-            uri = params.get("uri")
-            if not isinstance(uri, str):
-                raise RPCError(-32602, "Missing uri")
+            uri = _uri_param(params)
             if method == "resources/subscribe":
                 ctx.session.subscriptions.add(uri)
             else:
@@ -1169,9 +1152,7 @@ class MockMCPServer:
     async def _read_resource(
         self, params: dict[str, Any], ctx: ToolContext
     ) -> mt.ReadResourceResult:
-        uri = params.get("uri")
-        if not isinstance(uri, str):
-            raise RPCError(-32602, "Missing uri")
+        uri = _uri_param(params)
         spec = self._resources.get(uri)
         if spec is not None:
             kwargs = self._context_kwargs(spec.signature.context_param, ctx)
@@ -1213,33 +1194,30 @@ class MockMCPServer:
 
     def _get(self, rec: RecordedRequest, request: httpx.Request) -> _Reply:
         if not self.get_stream:
-            return _Plain(405, {"allow": self._allowed()})
+            return self._not_allowed()
         if SSE not in _media_types(request.headers.get("accept")):
             return _rpc_error(
                 406, None, -32600, "Not Acceptable: Client must accept text/event-stream"
             )
-        session = self._session_for(rec)
+        session = self._checked_session(rec)
         if isinstance(session, _Plain):
             return session
-        bad_version = self._check_version(rec)
-        if bad_version is not None:
-            return bad_version
         last_event_id = rec.last_event_id
         if last_event_id is not None:
             found = session.events.locate(last_event_id)
             if found is None:
                 return _rpc_error(400, None, -32600, f"Unknown Last-Event-ID: {last_event_id}")
             log, position = found
-            if log.kind == "listen" and self.single_listen_stream and session.listeners:
-                return _rpc_error(409, None, -32600, "Conflict: a listen stream is already open")
-            return _Listen(session, log, position, live=log.kind == "listen")
-        if self.single_listen_stream and session.listeners:
+        else:
+            log, position = session.listen, session.listen.delivered
+        live = log.kind == "listen"  # resuming the listen stream opens it again
+        if live and self.single_listen_stream and session.listeners:
             return _rpc_error(409, None, -32600, "Conflict: a listen stream is already open")
-        return _Listen(session, session.listen, session.listen.delivered, live=True)
+        return _Listen(session, log, position, live=live)
 
     def _delete(self, rec: RecordedRequest) -> _Reply:
         if not (self.allow_delete and self.stateful):
-            return _Plain(405, {"allow": self._allowed()})
+            return self._not_allowed()
         session = self._session_for(rec)
         if isinstance(session, _Plain):
             return session
@@ -1322,8 +1300,7 @@ class MockMCPServer:
 
     @staticmethod
     def _sse_response(headers: dict[str, str], body: EventBody) -> httpx.Response:
-        headers = {"content-type": SSE, "cache-control": "no-cache", **headers}
-        return httpx.Response(200, headers=headers, stream=body)
+        return httpx.Response(200, headers=_sse_headers(headers), stream=body)
 
     def _render_listen(
         self, request: httpx.Request, listen: _Listen, fault: CutStreamFault | None
@@ -1365,22 +1342,19 @@ class MockMCPServer:
         assert response is not None
         headers = self._session_headers(answer)
         kind = fault.garbage
-        sse_headers = {"content-type": SSE, "cache-control": "no-cache", **headers}
+        json_headers = {**headers, "content-type": JSON}
+        sse_headers = _sse_headers(headers)
         if kind == "bad_json":
             content = json.dumps(response).encode()
-            return httpx.Response(
-                200, headers={**headers, "content-type": JSON}, content=content[: len(content) // 2]
-            )
+            return httpx.Response(200, headers=json_headers, content=content[: len(content) // 2])
         if kind == "not_jsonrpc":
-            return httpx.Response(200, headers={**headers, "content-type": JSON}, json={"ok": True})
+            return httpx.Response(200, headers=json_headers, json={"ok": True})
         if kind == "wrong_id":
             request_id = response.get("id")
             other = request_id + 1000 if isinstance(request_id, int) else f"{request_id}-other"
-            return httpx.Response(
-                200, headers={**headers, "content-type": JSON}, json={**response, "id": other}
-            )
+            return httpx.Response(200, headers=json_headers, json={**response, "id": other})
         if kind == "empty_body":
-            return httpx.Response(200, headers={**headers, "content-type": JSON})
+            return httpx.Response(200, headers=json_headers)
         if kind == "wrong_content_type":
             html = b"<html><body><h1>Welcome</h1></body></html>"
             return httpx.Response(
