@@ -48,6 +48,7 @@ Reading to the end lets the connection go back to the pool; a stream still open 
 this is closed (its connection is then dropped, not reused)."""
 
 _LISTEN_MAX_IDLE_RECONNECTS = 5
+_LISTEN_MIN_RECONNECT_SECONDS = 0.1
 """Reconnects of the listen stream in a row that bring no new event before we give up."""
 
 
@@ -458,7 +459,9 @@ class Session:
                 progressed = (cursor.last_event_id, cursor.events) != seen
                 idle = 0 if progressed else idle + 1
                 if cursor.retry_ms is not None:
-                    delay = cursor.retry_ms / 1000
+                    # At least the floor: the listen stream lives as long as the session, and a
+                    # server polling it with `retry: 0` must not get a reconnect loop.
+                    delay = max(cursor.retry_ms / 1000, _LISTEN_MIN_RECONNECT_SECONDS)
                 else:
                     delay = random.uniform(0, min(30.0, 0.5 * 2**idle))
                 await anyio.sleep(delay)

@@ -703,8 +703,55 @@ async def test_listen_stream_with_only_retry_fields_still_gives_up(
     with anyio.fail_after(LIMIT):
         async with ResilientClient(mcp_mock.url, retry=FAST):
             mcp_mock.log("info", "never delivered")
-            await wait_for_log(caplog, "giving up after 5 idle reconnects", timeout=1)
+            await wait_for_log(caplog, "giving up after 5 idle reconnects", timeout=LIMIT)
     assert len(listen_gets(mcp_mock)) == 5
+
+
+async def test_listen_stream_reconnects_are_never_faster_than_the_floor(
+    fake_clock: SleepSpy,
+) -> None:
+    """A server polling the listen stream with `retry: 0` (a new id, then close, each time)."""
+    from mcp_resilient._events import EventSink
+    from mcp_resilient._handlers import Handlers
+    from mcp_resilient._session import _LISTEN_MIN_RECONNECT_SECONDS, Session
+    from mcp_resilient._transports import StreamCursor
+
+    class PollingWire:
+        url = "http://mcp.test/mcp"
+        gets = 0
+
+        async def get_stream(
+            self, headers: dict[str, str], *, session_id: str | None, cursor: StreamCursor
+        ) -> Any:
+            self.gets += 1
+            cursor.retry_ms = 0
+            cursor.last_event_id = f"prime-{self.gets}"  # new id: progress, keep polling
+            cursor.events += 1
+
+            async def nothing() -> Any:
+                return
+                yield
+
+            return nothing()
+
+    class Era:
+        session_id = "s1"
+        protocol_version = "2025-11-25"
+
+        def headers(self, method: str) -> dict[str, str]:
+            return {}
+
+    wire = PollingWire()
+    with anyio.fail_after(LIMIT):
+        async with anyio.create_task_group() as tg:
+            session = Session(wire, Era(), Handlers(), tg, EventSink(None))  # type: ignore[arg-type]
+            session.start_listening()
+            while wire.gets < 6:
+                await anyio.sleep(0.01)
+            session.stop()
+    waits = fake_clock.delays
+    assert len(waits) >= 5
+    assert all(wait >= _LISTEN_MIN_RECONNECT_SECONDS for wait in waits), waits
 
 
 def test_seen_ids_are_bounded_and_keep_the_most_recent() -> None:
