@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +48,10 @@ Reading to the end lets the connection go back to the pool; a stream still open 
 this is closed (its connection is then dropped, not reused)."""
 
 _LISTEN_MAX_IDLE_RECONNECTS = 5
-_LISTEN_MIN_RECONNECT_SECONDS = 0.1
 """Reconnects of the listen stream in a row that bring no new event before we give up."""
+
+_LISTEN_MIN_RECONNECT_SECONDS = 0.1
+"""Least pause between listen reconnects, whatever the server's `retry:` says."""
 
 
 def _resumable_break(exc: TransportError) -> bool:
@@ -92,7 +94,7 @@ class Session:
         self.events = events
         self.closed = False
         self.max_stream_reconnects = 5
-        self.on_list_changed: list[Any] = []
+        self.on_list_changed: list[Callable[[str], None]] = []
         self._ids = itertools.count(1)
         self._pending: dict[int | str, _Pending] = {}
         self._progress: dict[int | str, ProgressHandler] = {}
