@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from examples._launch import LOOPBACK, LaunchError, free_port
+from examples._launch import LOOPBACK, LaunchError, free_port, stop_process, tail, track
 
 CONFIG = Path(__file__).resolve().parent / "haproxy" / "haproxy.cfg"
 BACKEND_SLOTS = 3
@@ -65,12 +65,14 @@ class HAProxyProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         try:
-            self._proc = subprocess.Popen(
-                [executable, "-db", "-f", str(CONFIG)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+            self._proc = track(
+                subprocess.Popen(
+                    [executable, "-db", "-f", str(CONFIG)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
             )
         finally:
             log.close()
@@ -112,22 +114,12 @@ class HAProxyProcess:
         return seen
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return tail(self.log_path, lines)
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
+        if proc is not None:
+            stop_process(proc, timeout)
 
     def __enter__(self) -> Self:
         return self

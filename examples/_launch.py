@@ -59,6 +59,34 @@ def _kill_and_reap(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     _live.discard(proc)
 
 
+def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Remember a child so the exit hook stops it if nobody else does."""
+    _live.add(proc)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int | None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; reap it; the exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_and_reap(proc)
+    _kill_and_reap(proc)  # reaps it and forgets it
+    return proc.returncode
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file (for error messages)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "<no log>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
 class LaunchError(RuntimeError):
     """A child process did not become ready; the message carries its log tail."""
 
@@ -90,14 +118,6 @@ def bind_listener(host: str = LOOPBACK, port: int = 0, timeout: float = 10.0) ->
                 raise
         # Poll interval of a bounded wait for the condition "port is free".
         time.sleep(POLL_INTERVAL)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "<no log>"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def server_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -173,8 +193,8 @@ class ServerProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def log_tail(self, lines: int = 40) -> str:
-        return _tail(self.log_path, lines)
+    def logtail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> Self:
@@ -208,7 +228,7 @@ class ServerProcess:
                     stderr=subprocess.STDOUT,
                     pass_fds=(fd,),
                 )
-            _live.add(self._proc)
+            track(self._proc)
             self.starts += 1
         finally:
             # The child holds the only listening socket now, so a killed server refuses
@@ -228,7 +248,7 @@ class ServerProcess:
                 if code is not None:
                     raise LaunchError(
                         f"server {self.instance} exited with {code} before it was healthy; "
-                        f"log {self.log_path}:\n{self.log_tail()}"
+                        f"log {self.log_path}:\n{self.logtail()}"
                     )
                 try:
                     response = client.get(self.health_url)
@@ -242,7 +262,7 @@ class ServerProcess:
                     self.kill()
                     raise LaunchError(
                         f"server {self.instance} not healthy after {timeout}s ({last_error}); "
-                        f"log {self.log_path}:\n{self.log_tail()}"
+                        f"log {self.log_path}:\n{self.logtail()}"
                     )
                 # Doubles as the poll interval: returns at once if the process dies.
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -265,18 +285,7 @@ class ServerProcess:
 
     def terminate(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout``; the exit code."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_and_reap(proc)
-        _kill_and_reap(proc)  # reaps it and forgets it
-        return proc.returncode
+        return None if self._proc is None else stop_process(self._proc, timeout)
 
     def restart(self, timeout: float = 20.0, *, graceful: bool = False) -> Self:
         """Stop (SIGKILL, or SIGTERM when ``graceful``) and start again on the same port."""
@@ -405,7 +414,7 @@ class RedisProcess:
                 return self
             except LaunchError:
                 self.stop()
-                in_use = "Address already in use" in _tail(self.log_path)
+                in_use = "Address already in use" in tail(self.log_path)
                 if not in_use or attempt == self.max_attempts:
                     raise
         raise AssertionError("unreachable")
@@ -433,7 +442,7 @@ class RedisProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        _live.add(self._proc)
+        track(self._proc)
 
     def ping(self, timeout: float = 1.0) -> bool:
         """One PING over a raw socket (no client library needed)."""
@@ -450,13 +459,12 @@ class RedisProcess:
         while True:
             code = self._proc.poll()
             if code is not None:
-                raise LaunchError(f"redis-server exited with {code}; log:\n{_tail(self.log_path)}")
+                raise LaunchError(f"redis-server exited with {code}; log:\n{tail(self.log_path)}")
             if self.ping():
                 return
             if time.monotonic() >= deadline:
                 raise LaunchError(
-                    f"redis-server not answering PING after {timeout}s; "
-                    f"log:\n{_tail(self.log_path)}"
+                    f"redis-server not answering PING after {timeout}s; log:\n{tail(self.log_path)}"
                 )
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=POLL_INTERVAL)

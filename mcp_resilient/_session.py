@@ -16,6 +16,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import mcp_types
 from anyio.abc import TaskGroup
 
 from ._eras._handshake import valid_session_id
@@ -371,8 +372,6 @@ class Session:
                 if handler is not None:
                     await call_progress(handler, params)
             elif method == "notifications/message" and params is not None:
-                import mcp_types
-
                 await self.handlers.log(
                     mcp_types.LoggingMessageNotificationParams.model_validate(params)
                 )
