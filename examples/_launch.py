@@ -193,7 +193,7 @@ class ServerProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def logtail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -248,7 +248,7 @@ class ServerProcess:
                 if code is not None:
                     raise LaunchError(
                         f"server {self.instance} exited with {code} before it was healthy; "
-                        f"log {self.log_path}:\n{self.logtail()}"
+                        f"log {self.log_path}:\n{self.log_tail()}"
                     )
                 try:
                     response = client.get(self.health_url)
@@ -262,7 +262,7 @@ class ServerProcess:
                     self.kill()
                     raise LaunchError(
                         f"server {self.instance} not healthy after {timeout}s ({last_error}); "
-                        f"log {self.log_path}:\n{self.logtail()}"
+                        f"log {self.log_path}:\n{self.log_tail()}"
                     )
                 # Doubles as the poll interval: returns at once if the process dies.
                 with contextlib.suppress(subprocess.TimeoutExpired):
