@@ -1,21 +1,30 @@
 """Client CPU time per ``tools/call``: ResilientClient against its floor and its peers.
 
 One FastMCP server (``bench_server.py``, a tool ``add(a, b)``) runs in a separate
-process on a loopback port. In this process, each client opens a handshake-era
-session (protocol 2025-11-25), warms up, then makes N sequential ``tools/call``
+process on a loopback port; it speaks both protocol eras, as FastMCP 4 does by default.
+In this process, each client connects (a handshake-era session at 2025-11-25, or the
+stateless era at 2026-07-28), warms up, then makes N sequential ``tools/call``
 requests while we record this process's CPU time (``time.process_time``: the
 server's CPU is in another process and not counted) and the wall time.
 
-Clients, all against the same server in the same run:
+Clients, all against the same server in the same run. Handshake era (2025-11-25):
 
 - ``raw-httpx``: the same POST done by hand with one ``httpx.AsyncClient`` (the floor);
-- ``resilient``: ``mcp_resilient.ResilientClient(url, listen=True)``;
+- ``resilient``: ``mcp_resilient.ResilientClient(url, protocol_version="2025-11-25",
+  listen=True)``;
 - ``mcp``: the official SDK's ``mcp.Client(url, mode="legacy")``;
 - ``fastmcp``: ``fastmcp.Client(url, mode="legacy")``.
 
+Stateless era (2026-07-28), each client in its default mode:
+
+- ``raw-stateless``: one POST by hand with the era's headers and ``_meta`` (the floor);
+- ``resilient-auto``: ``ResilientClient(url)`` (``auto``: discovers, then stateless);
+- ``mcp-auto``: ``mcp.Client(url)``;
+- ``fastmcp-auto``: ``fastmcp.Client(url)``.
+
 Rounds are interleaved (every client once per round, the order rotated each round)
 so that drift in the machine's speed hits every client alike. The report gives the
-median CPU microseconds per call over the rounds and its ratio to the raw floor.
+median CPU microseconds per call over the rounds and its ratio to its era's raw floor.
 
 Run: ``.venv/bin/python benchmarks/bench_call.py`` (``--help`` for options).
 """
@@ -50,6 +59,7 @@ HERE = Path(__file__).resolve().parent
 SERVER_SCRIPT = HERE / "bench_server.py"
 LOOPBACK = "127.0.0.1"
 PROTOCOL_VERSION = "2025-11-25"
+STATELESS_VERSION = "2026-07-28"
 TOOL_ARGS: dict[str, Any] = {"a": 1, "b": 2}
 EXPECTED = 3
 READY_TIMEOUT = 30.0
@@ -249,6 +259,42 @@ class RawClient:
             await self._http.delete(self._url, headers=self._headers)
 
 
+class RawStatelessClient(RawClient):
+    """The stateless floor: each call one self-contained POST, headers and ``_meta`` included.
+
+    Nothing to open: no handshake, no session. The headers and the ``_meta`` envelope are
+    built once; only the request id changes per call.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+        super().__init__(http, url)
+        self.protocol_version = STATELESS_VERSION
+        self._headers.update(
+            {
+                "MCP-Protocol-Version": STATELESS_VERSION,
+                "Mcp-Method": "tools/call",
+                "Mcp-Name": "add",
+            }
+        )
+        self._meta = {
+            "io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw-httpx-bench", "version": "0"},
+        }
+
+    async def call(self) -> dict[str, Any]:
+        self._next_id += 1
+        response = await self._post(
+            {
+                "jsonrpc": "2.0",
+                "id": self._next_id,
+                "method": "tools/call",
+                "params": {"name": "add", "arguments": TOOL_ARGS, "_meta": self._meta},
+            }
+        )
+        return self._message(response)
+
+
 @contextlib.asynccontextmanager
 async def open_raw(url: str) -> AsyncIterator[Opened]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
@@ -265,10 +311,21 @@ async def open_raw(url: str) -> AsyncIterator[Opened]:
 
 
 @contextlib.asynccontextmanager
+async def open_raw_stateless(url: str) -> AsyncIterator[Opened]:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+        raw = RawStatelessClient(http, url)
+        yield Opened(
+            raw.call,
+            raw.protocol_version,
+            lambda m: m["result"]["structuredContent"]["result"],  # type: ignore[index]
+        )
+
+
+@contextlib.asynccontextmanager
 async def open_resilient(url: str) -> AsyncIterator[Opened]:
     from mcp_resilient import ResilientClient
 
-    async with ResilientClient(url, listen=True) as client:
+    async with ResilientClient(url, protocol_version=PROTOCOL_VERSION, listen=True) as client:
         yield Opened(
             functools.partial(client.call_tool, "add", TOOL_ARGS),
             client.protocol_version,
@@ -301,13 +358,73 @@ async def open_fastmcp(url: str) -> AsyncIterator[Opened]:
         )
 
 
+@contextlib.asynccontextmanager
+async def open_resilient_auto(url: str) -> AsyncIterator[Opened]:
+    from mcp_resilient import ResilientClient
+
+    async with ResilientClient(url) as client:
+        yield Opened(
+            functools.partial(client.call_tool, "add", TOOL_ARGS),
+            client.protocol_version,
+            _structured,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_mcp_auto(url: str) -> AsyncIterator[Opened]:
+    from mcp import Client
+
+    async with Client(url) as client:
+        yield Opened(
+            functools.partial(client.call_tool, "add", TOOL_ARGS),
+            client.protocol_version,
+            _structured,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_fastmcp_auto(url: str) -> AsyncIterator[Opened]:
+    from fastmcp import Client
+
+    async with Client(url) as client:
+        yield Opened(
+            functools.partial(client.call_tool, "add", TOOL_ARGS),
+            client.protocol_version,
+            lambda result: getattr(result, "data", None),
+        )
+
+
 CLIENTS: dict[str, tuple[str, ClientFactory]] = {
     "raw-httpx": ("same POST by hand, one httpx.AsyncClient (floor)", open_raw),
-    "resilient": ("mcp_resilient.ResilientClient(url, listen=True)", open_resilient),
+    "resilient": (
+        'ResilientClient(url, protocol_version="2025-11-25", listen=True)',
+        open_resilient,
+    ),
     "mcp": ('mcp.Client(url, mode="legacy") (official SDK)', open_mcp),
     "fastmcp": ('fastmcp.Client(url, mode="legacy")', open_fastmcp),
+    "raw-stateless": ("one POST by hand with headers and _meta (floor)", open_raw_stateless),
+    "resilient-auto": (
+        "ResilientClient(url) (auto: discover, then stateless)",
+        open_resilient_auto,
+    ),
+    "mcp-auto": ("mcp.Client(url) (official SDK, default mode)", open_mcp_auto),
+    "fastmcp-auto": ("fastmcp.Client(url) (default mode)", open_fastmcp_auto),
 }
+ERA_OF: dict[str, str] = {
+    name: STATELESS_VERSION
+    if name in ("raw-stateless", "resilient-auto", "mcp-auto", "fastmcp-auto")
+    else PROTOCOL_VERSION
+    for name in CLIENTS
+}
+"""The protocol version each client must end up speaking (checked: same work per era)."""
+FLOORS: dict[str, str] = {PROTOCOL_VERSION: "raw-httpx", STATELESS_VERSION: "raw-stateless"}
+OURS: dict[str, str] = {PROTOCOL_VERSION: "resilient", STATELESS_VERSION: "resilient-auto"}
 FLOOR = "raw-httpx"
+
+
+def floor_of(name: str) -> str:
+    """The raw floor a client is compared with: the one of its own era."""
+    return FLOORS[ERA_OF[name]]
 
 
 # -- measuring -----------------------------------------------------------------------
@@ -351,15 +468,20 @@ class ServerStats:
 
 
 async def _measure_one(
-    factory: ClientFactory, url: str, stats: ServerStats, calls: int, warmup: int
+    factory: ClientFactory,
+    url: str,
+    stats: ServerStats,
+    calls: int,
+    warmup: int,
+    expected: str = PROTOCOL_VERSION,
 ) -> tuple[str | None, Sample]:
     """Open a session, warm up, time ``calls`` sequential calls, close the session."""
     async with contextlib.AsyncExitStack() as stack:
         async with _deadline(OPEN_TIMEOUT, "opening the session"):
             opened = await stack.enter_async_context(factory(url))
-        if opened.protocol_version != PROTOCOL_VERSION:
+        if opened.protocol_version != expected:
             raise RuntimeError(
-                f"negotiated {opened.protocol_version!r}, not {PROTOCOL_VERSION}: the clients"
+                f"negotiated {opened.protocol_version!r}, not {expected}: the clients"
                 " would not be doing the same work"
             )
         call = opened.call
@@ -414,7 +536,7 @@ async def run_rounds(
             shift = index % len(names)
             for name in [*names[shift:], *names[:shift]]:
                 protocol_version, sample = await _measure_one(
-                    CLIENTS[name][1], server.url, stats, calls, warmup
+                    CLIENTS[name][1], server.url, stats, calls, warmup, ERA_OF[name]
                 )
                 results[name].protocol_version = protocol_version
                 results[name].samples.append(sample)
@@ -429,8 +551,8 @@ async def run_rounds(
 
 
 def round_ratios(results: dict[str, ClientResult], name: str) -> list[float]:
-    """Per round, this client's CPU per call over the floor's in the same round."""
-    floor = results[FLOOR].samples
+    """Per round, this client's CPU per call over its era's floor's in the same round."""
+    floor = results[floor_of(name)].samples
     return [s.cpu_us / f.cpu_us for s, f in zip(results[name].samples, floor, strict=True)]
 
 
@@ -503,7 +625,7 @@ def print_profile(
         if only is None or only in k
     ]
     deltas.sort(reverse=True)
-    print(f"\nTop {top} self-time increases over the {FLOOR} floor; µs per tools/call")
+    print(f"\nTop {top} self-time increases over the raw floor; µs per tools/call")
     print(f"{'+self µs':>9} {'+n/call':>8}  function")
     for d_self, d_n, key in deltas[:top]:
         print(f"{d_self:9.1f} {d_n:8.2f}  {key}")
@@ -554,38 +676,48 @@ def report_table(
     rounds: int,
     answer: str,
 ) -> str:
-    floor = results[FLOOR].median("cpu_us")
     sniffio = "installed" if env["sniffio_installed"] else "NOT installed (slows httpcore)"
     lines = [
         f"Client CPU per tools/call: {calls} calls x {rounds} rounds (warm-up {warmup}),"
-        f" protocol {PROTOCOL_VERSION}, server answers {answer}",
+        f" server answers {answer}",
         f"Python {env['python']}, {env['cpus']} CPUs, sniffio {sniffio}."
         " Medians over rounds; the server's CPU is not in the client figures.",
-        "",
-        f"{'client':<10} {'CPU µs/call':>11} {'x floor':>7} {'per round':>11}"
-        f" {'wall µs/call':>12} {'conn/call':>9} {'server µs':>9}  what",
     ]
-    for result in results.values():
-        ratios = round_ratios(results, result.name)
-        lines.append(
-            f"{result.name:<10} {result.median('cpu_us'):11.1f}"
-            f" {result.median('cpu_us') / floor:6.2f}x"
-            f" {min(ratios):5.2f}-{max(ratios):4.2f}x"
-            f" {result.median('wall_us'):12.1f} {result.median('connections'):9.2f}"
-            f" {result.median('server_cpu_us'):9.1f}  {result.label}"
-        )
+    for era, floor_name in FLOORS.items():
+        names = [name for name in results if ERA_OF[name] == era]
+        if not names:
+            continue
+        floor = results[floor_name].median("cpu_us")
+        lines += [
+            "",
+            f"protocol {era} ({'stateless' if era == STATELESS_VERSION else 'handshake'} era)",
+            f"{'client':<14} {'CPU µs/call':>11} {'x floor':>7} {'per round':>11}"
+            f" {'wall µs/call':>12} {'conn/call':>9} {'server µs':>9}  what",
+        ]
+        for name in names:
+            result = results[name]
+            ratios = round_ratios(results, name)
+            lines.append(
+                f"{name:<14} {result.median('cpu_us'):11.1f}"
+                f" {result.median('cpu_us') / floor:6.2f}x"
+                f" {min(ratios):5.2f}-{max(ratios):4.2f}x"
+                f" {result.median('wall_us'):12.1f} {result.median('connections'):9.2f}"
+                f" {result.median('server_cpu_us'):9.1f}  {result.label}"
+            )
     lines += [
         "",
-        "x floor: median CPU/call over the floor's; per round: the same ratio within each round.",
+        "x floor: median CPU/call over its era's floor; per round: the same ratio within each"
+        " round.",
         "conn/call: new TCP connections per call (0.00 when the keep-alive connection is reused).",
     ]
-    if "resilient" in results:
-        ratio = results["resilient"].median("cpu_us") / floor
-        verdict = "meets" if ratio <= TARGET_RATIO else "misses"
-        lines.append(
-            f"ResilientClient: {ratio:.2f}x the {FLOOR} floor; {verdict} the target of"
-            f" {TARGET_RATIO:.2f}x"
-        )
+    for era, ours in OURS.items():
+        if ours in results:
+            ratio = results[ours].median("cpu_us") / results[FLOORS[era]].median("cpu_us")
+            verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+            lines.append(
+                f"ResilientClient ({era}): {ratio:.2f}x the {FLOORS[era]} floor; {verdict}"
+                f" the target of {TARGET_RATIO:.2f}x"
+            )
     return "\n".join(lines)
 
 
@@ -598,22 +730,22 @@ def report_json(
     rounds: int,
     answer: str,
 ) -> dict[str, Any]:
-    floor = results[FLOOR].median("cpu_us")
     return {
         "calls": calls,
         "warmup": warmup,
         "rounds": rounds,
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_versions": sorted({ERA_OF[name] for name in results}),
         "server_answer": answer,
         "environment": env,
         "target_ratio": TARGET_RATIO,
-        "floor": FLOOR,
+        "floors": {era: name for era, name in FLOORS.items() if name in results},
         "clients": {
             r.name: {
                 "label": r.label,
                 "protocol_version": r.protocol_version,
+                "floor": floor_of(r.name),
                 "cpu_us_per_call": r.median("cpu_us"),
-                "ratio_to_floor": r.median("cpu_us") / floor,
+                "ratio_to_floor": r.median("cpu_us") / results[floor_of(r.name)].median("cpu_us"),
                 "round_ratios": round_ratios(results, r.name),
                 "wall_us_per_call": r.median("wall_us"),
                 "connections_per_call": r.median("connections"),
@@ -678,8 +810,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [n for n in names if n not in CLIENTS]
     if unknown:
         parser.error(f"unknown client(s): {', '.join(unknown)}")
-    if FLOOR not in names:
-        names.insert(0, FLOOR)
+    for floor in sorted({floor_of(name) for name in names}, reverse=True):
+        if floor not in names:
+            names.insert(0, floor)
     args.names = list(dict.fromkeys(names))
     return args
 
@@ -695,9 +828,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.calls,
             )
             floor = None
-            if args.profile != FLOOR:
+            if args.profile != floor_of(args.profile):
+                floor_name = floor_of(args.profile)
                 floor = _profile_rows(
-                    asyncio.run(profile_client(server.url, FLOOR, args.calls, args.warmup)),
+                    asyncio.run(profile_client(server.url, floor_name, args.calls, args.warmup)),
                     args.calls,
                 )
             print(f"cProfile of {args.profile}, {args.calls} calls; server answers {answer}")

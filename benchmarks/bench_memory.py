@@ -42,8 +42,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from examples._launch import ServerProcess  # noqa: E402
-from mcp_resilient import ProgressHandler, ResilientClient  # noqa: E402
+from mcp_resilient import HANDSHAKE_VERSIONS, ProgressHandler, ResilientClient  # noqa: E402
 from tests.rig.faultproxy import FaultProxyProcess  # noqa: E402
+
+# Sessions, resume_session and Last-Event-ID exist only in the handshake era; the
+# stateless era is covered by test_eras.py and test_failover_stateless.py.
+HANDSHAKE = HANDSHAKE_VERSIONS[0]
 
 MIB = 1024 * 1024
 CALL_TIMEOUT = 60.0
@@ -169,7 +173,7 @@ async def measure(
 
     started = time.monotonic()
     if not tracemalloc.is_tracing():  # --rss-only
-        async with ResilientClient(url, on_event=on_event) as client:
+        async with ResilientClient(url, protocol_version=HANDSHAKE, on_event=on_event) as client:
             await run_calls(client, warmup, concurrency, steps, figures)
             gc.collect()
             figures.rss_after_warmup_kib = rss_kib()
@@ -181,7 +185,7 @@ async def measure(
     with tempfile.TemporaryDirectory(prefix="bench-mem-snap-") as scratch:
         # The first snapshot waits on disk, so it is not in the second one's RSS.
         parked = Path(scratch) / "after-warmup.snapshot"
-        async with ResilientClient(url, on_event=on_event) as client:
+        async with ResilientClient(url, protocol_version=HANDSHAKE, on_event=on_event) as client:
             await run_calls(client, warmup, concurrency, steps, figures)
             gc.collect()
             figures.rss_after_warmup_kib = rss_kib()

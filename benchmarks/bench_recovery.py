@@ -28,11 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from examples._haproxy import HAProxyProcess, haproxy_path
 from examples._launch import RedisProcess, ServerCluster, redis_server_path
-from mcp_resilient import ResilientClient
+from mcp_resilient import HANDSHAKE_VERSIONS, ResilientClient
+
+# Sessions, resume_session and Last-Event-ID exist only in the handshake era; the
+# stateless era is covered by test_eras.py and test_failover_stateless.py.
+HANDSHAKE = HANDSHAKE_VERSIONS[0]
 
 
 async def one_trial(cluster: ServerCluster, url: str | list[str], via_proxy: bool) -> float:
-    async with ResilientClient(url, timeout=30) as client:
+    async with ResilientClient(url, protocol_version=HANDSHAKE, timeout=30) as client:
         for _ in range(3):
             await client.call_tool("increment", {"by": 1})
         who = await client.call_tool("whoami")

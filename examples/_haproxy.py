@@ -21,6 +21,8 @@ import httpx
 from examples._launch import LOOPBACK, LaunchError, free_port, stop_process, tail, track
 
 CONFIG = Path(__file__).resolve().parent / "haproxy" / "haproxy.cfg"
+ROUND_ROBIN_CONFIG = CONFIG.with_name("haproxy-roundrobin.cfg")
+"""Plain round robin, no stick table: for the stateless era (2026-07-28)."""
 BACKEND_SLOTS = 3
 
 
@@ -33,7 +35,10 @@ def haproxy_path() -> str | None:
 class HAProxyProcess:
     """One haproxy in the foreground (``-db``) on a free loopback port, stopped by PID."""
 
-    def __init__(self, backend_urls: Sequence[str], *, log_path: Path) -> None:
+    def __init__(
+        self, backend_urls: Sequence[str], *, log_path: Path, config: Path = CONFIG
+    ) -> None:
+        self.config = config
         if not 1 <= len(backend_urls) <= BACKEND_SLOTS:
             raise ValueError(f"the example config has {BACKEND_SLOTS} backend slots")
         self.backends = [urlsplit(url).netloc for url in backend_urls]
@@ -61,13 +66,13 @@ class HAProxyProcess:
         env = {"MCP_FRONTEND": f"{LOOPBACK}:{self.port}", "PATH": "/usr/sbin:/usr/bin:/bin"}
         for i, backend in enumerate(self.backends, start=1):
             env[f"MCP_BACKEND_{i}"] = backend
-        subprocess.run([executable, "-c", "-q", "-f", str(CONFIG)], env=env, check=True)
+        subprocess.run([executable, "-c", "-q", "-f", str(self.config)], env=env, check=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         try:
             self._proc = track(
                 subprocess.Popen(
-                    [executable, "-db", "-f", str(CONFIG)],
+                    [executable, "-db", "-f", str(self.config)],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -156,8 +156,12 @@ class ServerProcess:
         host: str = LOOPBACK,
         log_path: str | Path | None = None,
         extra_args: Sequence[str] = (),
+        module: str = "examples.stateful_server",
     ) -> None:
         self.instance = instance
+        self.module = module
+        """The server module run with ``-m``: it takes ``--fd`` and ``--instance`` and serves
+        ``/health`` with its pid (tests run small servers of their own this way)."""
         self.env = server_env(env)
         self.host = host
         self.port = port
@@ -208,7 +212,7 @@ class ServerProcess:
             cmd = [
                 sys.executable,
                 "-m",
-                "examples.stateful_server",
+                self.module,
                 "--fd",
                 str(fd),
                 "--instance",
@@ -236,7 +240,7 @@ class ServerProcess:
             listener.close()
         return self
 
-    def wait_healthy(self, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_healthy(self, timeout: float = 60.0) -> dict[str, Any]:
         """Poll ``/health`` until this very process answers; fail fast if it exits."""
         if self._proc is None:
             raise RuntimeError(f"server {self.instance} was never started")
@@ -268,7 +272,7 @@ class ServerProcess:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._proc.wait(timeout=POLL_INTERVAL)
 
-    def start_healthy(self, timeout: float = 20.0) -> Self:
+    def start_healthy(self, timeout: float = 60.0) -> Self:
         """``start`` then ``wait_healthy``; kills the process if it never gets healthy."""
         self.start()
         try:
@@ -287,7 +291,7 @@ class ServerProcess:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout``; the exit code."""
         return None if self._proc is None else stop_process(self._proc, timeout)
 
-    def restart(self, timeout: float = 20.0, *, graceful: bool = False) -> Self:
+    def restart(self, timeout: float = 60.0, *, graceful: bool = False) -> Self:
         """Stop (SIGKILL, or SIGTERM when ``graceful``) and start again on the same port."""
         if graceful:
             self.terminate()

@@ -1,5 +1,8 @@
 """Demo: three example MCP servers sharing state, and one resilient client talking to them.
 
+The servers are built on the server kit (``mcp_resilient.server``): a non-idempotent
+``increment`` caught in flight by a SIGKILL completes exactly once, with no error.
+
     python -m examples.demo [--servers 3]
 
 The servers share state through a temporary SQLite file (or Redis when ``REDIS_URL`` is
@@ -15,11 +18,19 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from examples._launch import ServerCluster
-from mcp_resilient import Event, ResilientClient
+import anyio
+import httpx
+
+from examples._launch import ServerCluster, ServerProcess
+from mcp_resilient import HANDSHAKE_VERSIONS, Event, ResilientClient
+
+#: Set in a result's ``_meta`` when the server answered from its idempotency ledger.
+REPLAYED_META_KEY = "io.github.mcp-resilient/replayed"
 
 
 async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -35,7 +46,11 @@ def on_event(event: Event) -> None:
 
 async def run(cluster: ServerCluster) -> None:
     """What a client application does: connect, look around, call tools, survive a crash."""
-    async with ResilientClient(cluster.urls, on_event=on_event) as client:
+    # The example keeps its counter per session, and sessions belong to the handshake era
+    # (the 2026-07-28 era has none), so the demo speaks that era.
+    async with ResilientClient(
+        cluster.urls, on_event=on_event, protocol_version=HANDSHAKE_VERSIONS[0]
+    ) as client:
         info = client.server_info
         print(f"connected to {client.endpoint}")
         print(f"  session {client.session_id}, protocol {client.protocol_version}")
@@ -57,23 +72,72 @@ async def run(cluster: ServerCluster) -> None:
         if result.is_error:
             raise RuntimeError(f"slow_progress failed: {result.content}")
 
+        # A non-idempotent call caught by a crash: the server recorded the answer in its
+        # idempotency ledger, then died before sending it. The client re-sends the call with
+        # the same key to another replica, which answers from the ledger: exactly once.
         victim = next(server for server in cluster if server.url == client.endpoint)
-        print(f"\nkilling {victim.instance} (pid {victim.pid}) with SIGKILL, mid-session...")
-        victim.kill()
+        survivor = next(server for server in cluster if server is not victim)
+        call_id, gate = uuid.uuid4().hex, uuid.uuid4().hex
+        print(f"\nincrement in flight on {victim.instance}; SIGKILL once its answer is recorded...")
         started = time.perf_counter()
-        result = await client.call_tool("increment", {"by": 1})
+        outcome: dict[str, Any] = {}
+
+        async def in_flight() -> None:
+            outcome["result"] = await client.call_tool(
+                "increment", {"by": 1, "call_id": call_id, "reply_gate": gate}
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(in_flight)
+            await until(lambda: gate_state(survivor, gate, "waiting"), "the answer is recorded")
+            print(f"  killing {victim.instance} (pid {victim.pid}) with SIGKILL, mid-call")
+            victim.kill()
+            await open_gate(survivor, gate)
+        result = outcome["result"]
         elapsed = (time.perf_counter() - started) * 1000
-        print(f"increment -> {result.structured_content} ({elapsed:.0f} ms, through the crash)")
+        replayed = (result.meta or {}).get(REPLAYED_META_KEY, False)
+        runs = await executions(survivor, call_id)
+        print(
+            f"increment -> {result.structured_content} ({elapsed:.0f} ms, through the crash;"
+            f" ran {runs} time(s), answer replayed from the ledger: {replayed})"
+        )
         notes = await client.call_tool("list_notes")
         print(f"list_notes -> {notes.structured_content}")
         print(f"now on {client.endpoint}, session {client.session_id}")
         if result.structured_content != {"result": 4}:
             raise RuntimeError(f"the counter did not continue: {result.structured_content}")
+        if runs != 1:
+            raise RuntimeError(f"the increment ran {runs} times, not exactly once")
+        counter = await client.call_tool("get_counter")
+        if counter.structured_content != {"result": 4}:
+            raise RuntimeError(f"the counter is {counter.structured_content}, not 4")
         stats = client.stats
         print(
             f"stats: {stats.attempts} attempts, {stats.retries} retries,"
             f" {stats.failovers} failovers, {stats.resumes} resumes"
         )
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
+    """Poll a condition (bounded): the demo never waits on a fixed sleep."""
+    with anyio.fail_after(timeout):
+        while not await check():  # noqa: ASYNC110 - the condition lives in another process
+            await anyio.sleep(0.02)
+
+
+async def gate_state(server: ServerProcess, gate: str, field: str) -> bool:
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+        return bool((await http.get(f"{server.base_url}/gates/{gate}")).json()[field])
+
+
+async def open_gate(server: ServerProcess, gate: str) -> None:
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+        (await http.post(f"{server.base_url}/gates/{gate}")).raise_for_status()
+
+
+async def executions(server: ServerProcess, call_id: str) -> int:
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+        return int((await http.get(f"{server.base_url}/executions/{call_id}")).json()["count"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,10 +1,11 @@
 """A stateful FastMCP server to exercise a resilient client against real processes.
 
-Run several instances on one machine and they behave like replicas of one service:
-per-session state lives in a shared store (Redis when ``REDIS_URL`` is set, else an
-SQLite file), so a client that fails over can carry a session's state across with
-``resume_session``. SSE events carry ids (an event store is configured) so clients
-can resume broken streams, and ``/health`` lets launchers wait for readiness.
+Run several instances on one machine and they behave like replicas of one service.
+The replica machinery comes from the server kit (``mcp_resilient.server.add_resilience``):
+per-session state in a shared store (Redis when ``REDIS_URL`` is set, else an SQLite
+file), ``resume_session`` to carry a session's state across, the idempotency ledger
+(a keyed call runs once however often it is re-sent), an event store so SSE events
+carry ids, and ``/health``. This file holds only the example's own tools.
 
     python -m examples.stateful_server --host 127.0.0.1 --port 8001 --instance a
 
@@ -17,6 +18,8 @@ Environment:
     MCP_JSON_RESPONSE  1 to answer requests with plain JSON instead of SSE
     MCP_INSTANCE     instance name when ``--instance`` is not given
     MCP_EXIT_WITH_PARENT  launcher PID; the server exits when that process is gone
+    MCP_IDEMPOTENCY  0 to leave the ledger out (a plain server: no capability)
+    MCP_LEDGER_LEASE seconds a running call's claim lives without renewal (default 3)
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -39,7 +42,8 @@ import uvicorn
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.server.event_store import EventStore
-from fastmcp.tools.base import Tool
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import Tool, ToolResult
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel
@@ -47,7 +51,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from examples.state import StateStore, store_from_env
+from examples.state import ExampleState, store_from_env
+from mcp_resilient.server import Resilience, SessionState, Store, add_resilience
 
 EventStoreMode = Literal["auto", "memory", "redis", "none"]
 LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
@@ -81,6 +86,8 @@ class ServerConfig:
     retry_ms: int = 1000
     event_store: EventStoreMode = "auto"
     json_response: bool = False
+    idempotency: bool = True
+    ledger_lease: float = 3.0
 
     @classmethod
     def from_env(
@@ -96,6 +103,8 @@ class ServerConfig:
             retry_ms=int(env.get("MCP_RETRY_MS", "1000")),
             event_store=cast(EventStoreMode, mode),
             json_response=env.get("MCP_JSON_RESPONSE", "") in ("1", "true", "yes"),
+            idempotency=env.get("MCP_IDEMPOTENCY", "1") not in ("0", "false", "no"),
+            ledger_lease=float(env.get("MCP_LEDGER_LEASE", "3")),
         )
 
 
@@ -107,29 +116,37 @@ class AddResult(BaseModel):
     sum: float
 
 
-def _redis_event_backend(redis_url: str) -> Any | None:
-    """The py-key-value Redis store when its extra is installed, else None."""
-    try:
-        from key_value.aio.stores.redis import RedisStore
-    except ImportError:
-        return None
-    return RedisStore(url=redis_url)
+def event_store_choice(config: ServerConfig) -> tuple[bool | EventStore, str]:
+    """What to hand ``add_resilience(event_store=...)``, and its name for /health.
 
-
-def build_event_store(config: ServerConfig) -> tuple[EventStore | None, str]:
-    """Pick the event store (and name it for /health): ids on SSE events need one."""
+    ``auto`` lets the kit choose (Redis when the state is in Redis, else in memory).
+    """
+    redis = bool(config.env.get("REDIS_URL"))
     if config.event_store == "none":
-        return None, "none"
-    redis_url = config.env.get("REDIS_URL")
-    if config.event_store in ("auto", "redis") and redis_url:
-        backend = _redis_event_backend(redis_url)
-        if backend is not None:
-            return EventStore(storage=backend), "redis"
-        if config.event_store == "redis":
-            raise RuntimeError("MCP_EVENT_STORE=redis needs py-key-value's Redis store")
-    elif config.event_store == "redis":
+        return False, "none"
+    if config.event_store == "memory" or (config.event_store == "auto" and not redis):
+        return EventStore(), "memory"
+    if not redis:
         raise RuntimeError("MCP_EVENT_STORE=redis needs REDIS_URL")
-    return EventStore(), "memory"
+    return True, "redis"
+
+
+class ReplyGate(Middleware):
+    """Holds a ``tools/call`` answer at the gate named by its ``reply_gate`` argument."""
+
+    def __init__(self, wait_gate: Callable[[str], Awaitable[None]]) -> None:
+        self.wait_gate = wait_gate
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        result = await call_next(context)
+        gate = (context.message.arguments or {}).get("reply_gate")
+        if isinstance(gate, str):
+            await self.wait_gate(gate)
+        return result
 
 
 def _writes(*, idempotent: bool, destructive: bool) -> ToolAnnotations:
@@ -142,8 +159,12 @@ def _writes(*, idempotent: bool, destructive: bool) -> ToolAnnotations:
     )
 
 
-def create_server(config: ServerConfig, store: StateStore) -> FastMCP:
-    """The MCP server: tools, a resource, a template and a prompt over shared state."""
+def create_server(config: ServerConfig, store: Store) -> tuple[FastMCP, Resilience, str]:
+    """The MCP server on the kit, with its own tools, a resource, a template and a prompt.
+
+    Returns the server, what ``add_resilience`` set up, and the event store's name.
+    """
+    app_state = ExampleState(store)
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
@@ -157,28 +178,60 @@ def create_server(config: ServerConfig, store: StateStore) -> FastMCP:
         instructions="Stateful example server for mcp-resilient tests and demos.",
         lifespan=lifespan,
     )
-    read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+    event_store, event_store_name = event_store_choice(config)
 
     async def wait_gate(name: str) -> None:
         """Wait until the gate is opened in the shared store; bounded by GATE_TIMEOUT."""
+        await app_state.mark_waiting(name, config.instance)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATE_TIMEOUT
-        while not await store.gate_is_open(name):
+        while not await app_state.gate_is_open(name):
             if loop.time() >= deadline:
                 raise ToolError(f"gate {name!r} was not opened within {GATE_TIMEOUT}s")
             await asyncio.sleep(GATE_POLL_INTERVAL)
 
+    # Added before the kit, so it wraps the ledger: the answer is held after the ledger
+    # recorded it (the window in which the demo kills the server).
+    mcp.add_middleware(ReplyGate(wait_gate))
+
+    async def carried_over(state: SessionState) -> dict[str, Any]:
+        snapshot = await app_state.snapshot(state)
+        return {"counter": snapshot.counter, "notes": snapshot.notes}
+
+    kit = add_resilience(
+        mcp,
+        store,
+        idempotency=config.idempotency,
+        event_store=event_store,
+        lease=config.ledger_lease,
+        retry_interval=config.retry_ms,
+        resume_summary=carried_over,
+        health_info=lambda: {
+            "instance": config.instance,
+            "pid": os.getpid(),
+            "state_backend": store.name,
+            "event_store": event_store_name,
+        },
+    )
+    read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
     @mcp.tool(annotations=_writes(idempotent=False, destructive=False))
     async def increment(
-        ctx: Context, by: int = 1, call_id: str | None = None, gate: str | None = None
+        ctx: Context,
+        by: int = 1,
+        call_id: str | None = None,
+        gate: str | None = None,
+        reply_gate: str | None = None,
     ) -> int:
         """Add `by` to this session's counter and return the new value.
 
         With `call_id`, the execution is counted (see `executions`). With `gate`, the
         answer waits, after the work is committed, until that gate is opened: a window
-        in which a test can break the connection or kill the server.
+        in which a test can break the connection or kill the server. `reply_gate` waits
+        later, once the idempotency ledger has recorded the answer.
         """
-        value = await store.increment(ctx.session_id, by, call_id)
+        del reply_gate  # held by the ReplyGate middleware, outside the ledger
+        value = await app_state.increment(kit.state(ctx), by, call_id)
         if gate is not None:
             await wait_gate(gate)
         return value
@@ -186,48 +239,33 @@ def create_server(config: ServerConfig, store: StateStore) -> FastMCP:
     @mcp.tool(annotations=read_only)
     async def executions(call_id: str) -> int:
         """How many times `increment` ran with this call id, on any instance."""
-        return await store.executions(call_id)
+        return await app_state.executions(call_id)
 
     @mcp.tool(annotations=read_only)
     async def get_counter(ctx: Context) -> int:
         """This session's counter."""
-        return await store.get_counter(ctx.session_id)
+        return await app_state.get_counter(kit.state(ctx))
 
     @mcp.tool(annotations=_writes(idempotent=True, destructive=True))
     async def set_counter(ctx: Context, value: int) -> int:
         """Overwrite this session's counter; returns the value set."""
-        await store.set_counter(ctx.session_id, value)
+        await app_state.set_counter(kit.state(ctx), value)
         return value
 
     @mcp.tool(annotations=_writes(idempotent=False, destructive=False))
     async def add_note(ctx: Context, text: str) -> int:
         """Append a note to this session; returns how many notes it has now."""
-        return await store.add_note(ctx.session_id, text)
+        return await app_state.add_note(kit.state(ctx), text)
 
     @mcp.tool(annotations=read_only)
     async def list_notes(ctx: Context) -> list[str]:
         """This session's notes, oldest first."""
-        return await store.list_notes(ctx.session_id)
+        return await app_state.list_notes(kit.state(ctx))
 
     @mcp.tool(annotations=read_only)
     def add(a: float, b: float) -> AddResult:
         """Add two numbers (pure; structured output)."""
         return AddResult(a=a, b=b, sum=a + b)
-
-    @mcp.tool(annotations=_writes(idempotent=True, destructive=True))
-    async def resume_session(ctx: Context, old_session_id: str) -> dict[str, Any]:
-        """Copy an old session's counter and notes into this session (replacing them).
-
-        A client that lost its session (e.g. its server died) calls this on the new one.
-        """
-        old = await store.copy_session(old_session_id, ctx.session_id)
-        return {
-            "old_session_id": old_session_id,
-            "session_id": ctx.session_id,
-            "found": old.exists,
-            "counter": old.counter,
-            "notes": old.notes,
-        }
 
     @mcp.tool(annotations=read_only)
     async def slow_progress(
@@ -261,7 +299,7 @@ def create_server(config: ServerConfig, store: StateStore) -> FastMCP:
     @mcp.tool(annotations=_writes(idempotent=True, destructive=False))
     async def open_gate(name: str) -> str:
         """Open a gate that a paused `increment` or `slow_progress` waits on (any instance)."""
-        await store.open_gate(name)
+        await app_state.open_gate(name)
         return name
 
     @mcp.tool(annotations=read_only)
@@ -352,12 +390,15 @@ def create_server(config: ServerConfig, store: StateStore) -> FastMCP:
     @mcp.resource("state://counter", mime_type="application/json")
     async def counter_resource(ctx: Context) -> dict[str, Any]:
         """A read-only view of this session's counter."""
-        return {"session_id": ctx.session_id, "counter": await store.get_counter(ctx.session_id)}
+        return {
+            "session_id": ctx.session_id,
+            "counter": await app_state.get_counter(kit.state(ctx)),
+        }
 
     @mcp.resource("notes://{index}", mime_type="text/plain")
     async def note_resource(index: int, ctx: Context) -> str:
         """One of this session's notes by position (0 is the oldest)."""
-        notes = await store.list_notes(ctx.session_id)
+        notes = await app_state.list_notes(kit.state(ctx))
         if not 0 <= index < len(notes):
             raise ResourceError(f"no note at index {index}")
         return notes[index]
@@ -367,40 +408,39 @@ def create_server(config: ServerConfig, store: StateStore) -> FastMCP:
         """A greeting prompt with arguments."""
         return f"Write a {style} greeting for {name}."
 
-    return mcp
+    return mcp, kit, event_store_name
 
 
 def create_app(config: ServerConfig | None = None) -> Starlette:
     """The ASGI app (``/mcp``, ``/health``, ``/executions/{call_id}``) for one instance."""
     config = config or ServerConfig.from_env()
     store = store_from_env(dict(config.env))
-    event_store, event_store_name = build_event_store(config)
-    mcp = create_server(config, store)
-
-    @mcp.custom_route("/health", methods=["GET"])
-    async def health(_request: Request) -> JSONResponse:
-        """Readiness for launchers and load balancers."""
-        return JSONResponse(
-            {
-                "status": "ok",
-                "instance": config.instance,
-                "pid": os.getpid(),
-                "state_backend": store.backend,
-                "event_store": event_store_name,
-            }
-        )
+    mcp, kit, _event_store_name = create_server(config, store)
+    app_state = ExampleState(store)
 
     @mcp.custom_route("/executions/{call_id}", methods=["GET"])
     async def executions_route(request: Request) -> JSONResponse:
         """Execution count of a call id over plain HTTP (tests check at-most-once with it)."""
         call_id = request.path_params["call_id"]
-        return JSONResponse({"call_id": call_id, "count": await store.executions(call_id)})
+        return JSONResponse({"call_id": call_id, "count": await app_state.executions(call_id)})
+
+    @mcp.custom_route("/gates/{name}", methods=["GET"])
+    async def gate_route(request: Request) -> JSONResponse:
+        """Whether a gate is open, and which instance a call waits on it at (or null)."""
+        name = request.path_params["name"]
+        return JSONResponse(
+            {
+                "gate": name,
+                "open": await app_state.gate_is_open(name),
+                "waiting": await app_state.waiting_on(name),
+            }
+        )
 
     @mcp.custom_route("/gates/{name}", methods=["POST"])
     async def open_gate_route(request: Request) -> JSONResponse:
         """Open a gate over plain HTTP (no MCP session needed)."""
         name = request.path_params["name"]
-        await store.open_gate(name)
+        await app_state.open_gate(name)
         return JSONResponse({"gate": name, "open": True})
 
     return mcp.http_app(
@@ -408,8 +448,8 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         transport="http",
         json_response=config.json_response,
         stateless_http=False,
-        event_store=event_store,
-        retry_interval=config.retry_ms if event_store is not None else None,
+        event_store=kit.event_store,
+        retry_interval=config.retry_ms if kit.event_store is not None else None,
         host_origin_protection=True,
         allowed_hosts=ALLOWED_HOSTS,
         allowed_origins=ALLOWED_ORIGINS,

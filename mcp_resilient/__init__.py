@@ -4,7 +4,7 @@ import logging
 
 from ._classify import Failure, classify
 from ._client import DEFAULT_TIMEOUT, ClientStats, ResilientClient
-from ._eras import HANDSHAKE_VERSIONS
+from ._eras import AUTO, HANDSHAKE_VERSIONS, STATELESS_VERSIONS
 from ._events import Event, EventCallback, EventKind
 from ._handlers import (
     ElicitationHandler,
@@ -18,13 +18,16 @@ from ._handlers import (
     apply_schema_defaults,
 )
 from ._policy import NO_RETRY, RetryBudget, RetryPolicy
+from ._sync import SyncResilientClient
 from .errors import (
+    AuthError,
     ClientClosedError,
     ConnectError,
     EventTooLargeError,
     HTTPStatusError,
     MCPError,
     OutcomeUnknownError,
+    OutcomeUnknownTimeoutError,
     ProtocolError,
     RequestTimeoutError,
     ResumeFailedError,
@@ -42,9 +45,12 @@ __version__ = "0.1.0"
 logging.getLogger("mcp_resilient").addHandler(logging.NullHandler())
 
 __all__ = [
+    "AUTO",
     "DEFAULT_TIMEOUT",
     "HANDSHAKE_VERSIONS",
     "NO_RETRY",
+    "STATELESS_VERSIONS",
+    "AuthError",
     "ClientClosedError",
     "ClientStats",
     "ConnectError",
@@ -60,6 +66,7 @@ __all__ = [
     "MCPError",
     "NotificationHandler",
     "OutcomeUnknownError",
+    "OutcomeUnknownTimeoutError",
     "ProgressHandler",
     "ProtocolError",
     "RequestTimeoutError",
@@ -73,6 +80,7 @@ __all__ = [
     "ServerRequestError",
     "SessionExpiredError",
     "StreamEndedError",
+    "SyncResilientClient",
     "TransportError",
     "UnsupportedProtocolVersionError",
     "__version__",

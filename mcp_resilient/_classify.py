@@ -25,7 +25,35 @@ from .errors import (
     TransportError,
 )
 
-__all__ = ["SAFE_METHODS", "Failure", "classify", "tool_is_safe"]
+__all__ = [
+    "IDEMPOTENCY_CAPABILITY",
+    "IDEMPOTENCY_META_KEY",
+    "LEDGER_IN_PROGRESS",
+    "LEDGER_KEY_CONFLICT",
+    "LEDGER_STARTED_NOT_FINISHED",
+    "LEDGER_UNAVAILABLE",
+    "SAFE_METHODS",
+    "Failure",
+    "classify",
+    "honours_idempotency_keys",
+    "tool_is_safe",
+]
+
+# The exactly-once extension (docs/exactly-once.md): names and codes shared by the client
+# and the server kit. Codes sit outside JSON-RPC's reserved -32768..-32000 block, in
+# -31999..-31900, which this extension claims for itself.
+IDEMPOTENCY_CAPABILITY = "io.github.mcp-resilient/idempotency"
+"""Capability (``experimental`` / ``extensions``) of a server that honours idempotency keys."""
+IDEMPOTENCY_META_KEY = "io.github.mcp-resilient/idempotencyKey"
+"""The ``params._meta`` key that names one ``tools/call`` across every re-send."""
+LEDGER_STARTED_NOT_FINISHED = -31901
+"""A run under this key started and its owner died before recording a result."""
+LEDGER_IN_PROGRESS = -31902
+"""A run under this key is still going; the duplicate gave up waiting for it."""
+LEDGER_KEY_CONFLICT = -31903
+"""The key was already used for a different tool or arguments."""
+LEDGER_UNAVAILABLE = -31904
+"""The ledger's store could not be reached; the call was not run."""
 
 
 class Failure(enum.Enum):
@@ -75,16 +103,33 @@ def classify(exc: MCPError) -> Failure:
     return Failure.ANSWERED
 
 
+def honours_idempotency_keys(capabilities: mcp_types.ServerCapabilities | None) -> bool:
+    """Did the server declare the exactly-once extension (handshake or stateless era)?"""
+    if capabilities is None:
+        return False
+    for table in (capabilities.experimental, getattr(capabilities, "extensions", None)):
+        if isinstance(table, Mapping) and IDEMPOTENCY_CAPABILITY in table:
+            return True
+    return False
+
+
 def tool_is_safe(
     name: str,
     *,
     idempotent: bool | None,
     trust_annotations: bool,
     tools: Mapping[str, mcp_types.Tool],
+    keyed: bool = False,
 ) -> bool:
-    """May a ``tools/call`` of ``name`` be re-sent after an ambiguous failure?"""
+    """May a ``tools/call`` of ``name`` be re-sent after an ambiguous failure?
+
+    ``keyed``: the call carries an idempotency key and the server honours keys, so a
+    re-send returns the first run's outcome instead of running the tool again.
+    """
     if idempotent is not None:
         return idempotent
+    if keyed:
+        return True
     if not trust_annotations:
         return False
     tool = tools.get(name)

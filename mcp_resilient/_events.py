@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+from ._telemetry import record_event
+
 __all__ = ["Event", "EventCallback", "EventKind"]
 
 logger = logging.getLogger("mcp_resilient")
@@ -29,6 +31,9 @@ EventKind: TypeAlias = Literal[
     "outcome_unknown",
     "stream_resumed",
     "closed",
+    "background_error",
+    "listen_lost",
+    "server_requests_shed",
 ]
 """What happened: the ``kind`` of an ``Event``."""
 
@@ -38,6 +43,9 @@ _LEVELS: dict[str, int] = {
     "failover": logging.WARNING,
     "endpoint_down": logging.WARNING,
     "outcome_unknown": logging.WARNING,
+    "background_error": logging.WARNING,
+    "listen_lost": logging.WARNING,
+    "server_requests_shed": logging.WARNING,
     "retry": logging.INFO,
 }
 
@@ -85,6 +93,7 @@ class EventSink:
     ) -> Event:
         event = Event(kind, endpoint, session_id, detail)
         logger.log(_LEVELS.get(kind, logging.DEBUG), "%s", event)
+        record_event(event)  # OpenTelemetry: one more hook (a no-op until a traced call)
         if self.callback is not None:
             try:
                 outcome = self.callback(event)

@@ -14,9 +14,13 @@ helps, what the caller can do about it. The tree is shallow on purpose:
     - ``StreamEndedError``: an SSE answer ended before its response.
     - ``RequestTimeoutError``: the caller's deadline passed (also a ``TimeoutError``).
     - ``OutcomeUnknownError``: sent, then lost; not safe to re-send.
+      - ``OutcomeUnknownTimeoutError``: sent, then the deadline passed (also a
+        ``RequestTimeoutError``).
   - ``UnsupportedProtocolVersionError``: the server picked a version we do not speak.
   - ``ResumeFailedError``: a new session was made, but the old state did not move.
   - ``ClientClosedError``: the client was used outside ``async with`` or after close.
+  - ``AuthError``: OAuth failed (discovery, registration, authorization, token); the
+    subclasses live in ``mcp_resilient.auth``.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthError",
     "ClientClosedError",
     "ConnectError",
     "EventTooLargeError",
     "HTTPStatusError",
     "MCPError",
     "OutcomeUnknownError",
+    "OutcomeUnknownTimeoutError",
     "ProtocolError",
     "RequestTimeoutError",
     "ResumeFailedError",
@@ -180,6 +186,9 @@ class OutcomeUnknownError(TransportError):
     Raised instead of re-sending a call that is not known to be safe to repeat (not
     read-only, not idempotent). Check the server's state before trying again, or pass
     ``idempotent=True`` for calls that may safely run twice.
+
+    Also raised when a server that honours idempotency keys confirms the call started and
+    never finished (``stage`` says so; see docs/exactly-once.md): it was not run again.
     """
 
     def __init__(
@@ -206,6 +215,16 @@ class OutcomeUnknownError(TransportError):
         self.request_id = request_id
 
 
+class OutcomeUnknownTimeoutError(OutcomeUnknownError, RequestTimeoutError):
+    """The request went out and the deadline passed before its answer: it may have run.
+
+    Both an ``OutcomeUnknownError`` (do not simply run it again) and a
+    ``RequestTimeoutError`` (so ``except RequestTimeoutError`` and ``except TimeoutError``
+    still catch it). Raised only for calls that are not safe to repeat; a timed-out
+    read-only or idempotent call raises a plain ``RequestTimeoutError``.
+    """
+
+
 class ResumeFailedError(MCPError):
     """A lost session was replaced, but moving its state with the resume tool failed.
 
@@ -223,3 +242,11 @@ class ResumeFailedError(MCPError):
     ) -> None:
         self.old_session_id = old_session_id
         super().__init__(message, endpoint=endpoint, session_id=session_id)
+
+
+class AuthError(MCPError):
+    """Authorization for a protected server failed; the message says what to fix.
+
+    Never retried: credentials do not get better by asking again. The specific kinds
+    (discovery, registration, token endpoint...) are in ``mcp_resilient.auth``.
+    """

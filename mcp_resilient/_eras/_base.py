@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import mcp_types
 
 if TYPE_CHECKING:
-    from .._session import Session
+    from .._exchange import Session
+    from ..errors import MCPError
 
 __all__ = ["Era"]
 
@@ -21,12 +22,20 @@ class Era(Protocol):
     protocol_version: str | None
     """The negotiated protocol version, once known."""
 
-    def headers(self, method: str) -> dict[str, str]:
-        """Era headers for a request of ``method`` (``"GET"``/``"DELETE"`` for streams)."""
+    def headers(self, method: str, params: dict[str, Any] | None = None) -> dict[str, str]:
+        """Era headers for a request of ``method`` with ``params`` as sent on the wire.
+
+        ``"GET"``/``"DELETE"`` for streams. The stateless era mirrors body fields
+        (method, name, annotated tool arguments) into headers, so it needs the params.
+        """
         ...
 
     def prepare_params(self, method: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
         """Params as they go on the wire (the stateless era adds ``_meta``)."""
+        ...
+
+    def translate_error(self, exc: MCPError) -> MCPError:
+        """The error as the recovery layer should see it (e.g. "the server changed eras")."""
         ...
 
     async def open(self, session: Session, *, timeout: float | None) -> mcp_types.InitializeResult:

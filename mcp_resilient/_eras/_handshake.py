@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Any
 import mcp_types
 from pydantic import ValidationError
 
+from .._headers import valid_session_id
 from .._transports import StreamCursor
-from ..errors import MCPError, ProtocolError, UnsupportedProtocolVersionError
+from ..errors import HTTPStatusError, MCPError, ProtocolError, UnsupportedProtocolVersionError
+from ._errors import EraChangedError, OnEraChanged, modern_error_code
 
 if TYPE_CHECKING:
-    from .._session import Session
+    from .._exchange import Session
 
 __all__ = ["HANDSHAKE_VERSIONS", "HandshakeEra", "valid_session_id"]
 
@@ -20,13 +22,6 @@ logger = logging.getLogger("mcp_resilient")
 
 HANDSHAKE_VERSIONS: tuple[str, ...] = ("2025-11-25", "2025-06-18", "2025-03-26")
 """Handshake-era versions this client speaks, newest first."""
-
-_MAX_SESSION_ID = 1024
-
-
-def valid_session_id(value: str) -> bool:
-    """Visible ASCII only (0x21-0x7E), non-empty and of sane length: it goes into headers."""
-    return 0 < len(value) <= _MAX_SESSION_ID and all(0x21 <= ord(ch) <= 0x7E for ch in value)
 
 
 class HandshakeEra:
@@ -38,6 +33,7 @@ class HandshakeEra:
         protocol_version: str,
         client_info: mcp_types.Implementation,
         capabilities: dict[str, Any],
+        on_era_changed: OnEraChanged | None = None,
     ) -> None:
         if protocol_version not in HANDSHAKE_VERSIONS:
             raise ValueError(
@@ -50,9 +46,29 @@ class HandshakeEra:
         self.session_id: str | None = None
         self.protocol_version: str | None = None
         self._headers: dict[str, str] = {}
+        self.on_era_changed = on_era_changed
 
-    def headers(self, method: str) -> dict[str, str]:
+    def headers(self, method: str, params: dict[str, Any] | None = None) -> dict[str, str]:
         return self._headers
+
+    def translate_error(self, exc: MCPError) -> MCPError:
+        """In ``auto`` mode, a new-era error to a session request means the server changed."""
+        if (
+            self.on_era_changed is None
+            or not isinstance(exc, HTTPStatusError)
+            or exc.status_code != 400
+            or modern_error_code(exc.body) is None
+        ):
+            return exc
+        self.on_era_changed(exc.endpoint or "")
+        return EraChangedError(
+            exc.status_code,
+            f"the server answered a handshake-era request with a {modern_error_code(exc.body)}"
+            " error of the 2026-07-28 era: it changed eras, negotiating again",
+            endpoint=exc.endpoint,
+            session_id=exc.session_id,
+            body=exc.body,
+        )
 
     def prepare_params(self, method: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
         return params

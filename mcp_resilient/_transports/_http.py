@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import zlib
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -32,7 +35,12 @@ logger = logging.getLogger("mcp_resilient.wire")
 
 POST_ACCEPT = "application/json, text/event-stream"
 SSE_ACCEPT = "text/event-stream"
+ACCEPT_ENCODING = "gzip, deflate"
+"""The codings we undo ourselves, with a bound on the output; anything else is refused."""
 _JSON_CONTENT_TYPE = "application/json"
+_MAX_CODINGS = 3  # "gzip, gzip, ..." stacked deeper than this is refused
+_INFLATE_PIECE = 64 * 1024  # most bytes one decompression step may produce
+_MAX_RETRY_AFTER = 24 * 3600.0  # a longer Retry-After is not taken at its word
 
 
 class SeenIds:
@@ -64,15 +72,28 @@ class SeenIds:
             self._ids.discard(self._order.popleft())
 
 
+def header_safe_event_id(event_id: str) -> bool:
+    """Whether an event id can go back to the server as ``Last-Event-ID``.
+
+    SSE allows any text in an id, but an HTTP header takes visible ASCII (and inner
+    spaces) only; an id that does not fit is never sent back.
+    """
+    return event_id.isascii() and event_id.isprintable() and event_id.strip() == event_id
+
+
 @dataclass(slots=True)
 class StreamCursor:
-    """What one exchange taught us: response headers, and where its SSE stream stands."""
+    """What one exchange taught us: response headers, and where its SSE stream stands.
+
+    ``last_event_id`` only ever holds an id that is safe to send as ``Last-Event-ID``.
+    """
 
     last_event_id: str | None = None
     retry_ms: int | None = None
     events: int = 0
     headers: httpx.Headers | None = None
     seen_ids: SeenIds = field(default_factory=lambda: SeenIds())
+    warned_unsafe_id: bool = False
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -80,15 +101,17 @@ def _retry_after(response: httpx.Response) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        from datetime import UTC, datetime
+        try:
+            from datetime import UTC, datetime
 
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None  # not a date, a naive one, or a year datetime cannot hold
+    if not math.isfinite(seconds) or seconds > _MAX_RETRY_AFTER:
         return None
+    return max(0.0, seconds)
 
 
 def _decode_message(raw: str | bytes, *, endpoint: str, session_id: str | None) -> dict[str, Any]:
@@ -100,6 +123,13 @@ def _decode_message(raw: str | bytes, *, endpoint: str, session_id: str | None) 
             endpoint=endpoint,
             session_id=session_id,
         ) from None
+    except RecursionError:
+        raise ProtocolError(
+            "server sent JSON nested too deeply to decode",
+            endpoint=endpoint,
+            session_id=session_id,
+            hint="The server's answer is broken or hostile",
+        ) from None
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         kind = "a batch" if isinstance(message, list) else type(message).__name__
         raise ProtocolError(
@@ -108,6 +138,58 @@ def _decode_message(raw: str | bytes, *, endpoint: str, session_id: str | None) 
             session_id=session_id,
         )
     return message
+
+
+class _Inflater:
+    """Undoes one gzip or deflate coding step by step, never more than a piece at a time.
+
+    httpx would inflate a whole network read at once, so a few kilobytes could become
+    gigabytes before any size cap is checked; here the consumer sees bounded pieces and
+    stops pulling once its cap is passed.
+    """
+
+    __slots__ = ("_head", "_inflater", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._head = b""  # deflate: the first bytes, until we know zlib-wrapped or raw
+        self._inflater: Any = None if name == "deflate" else zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        inflater = self._inflater
+        if inflater is None:
+            # "deflate" is meant to be zlib-wrapped, but servers often send raw deflate.
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return
+            self._head = b""
+            cmf, flg = data[0], data[1]
+            wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+            inflater = self._inflater = zlib.decompressobj(
+                zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+            )
+        while True:
+            out = inflater.decompress(data, _INFLATE_PIECE)
+            if inflater.eof:  # anything after the end of the compressed data is ignored
+                if out:
+                    yield out
+                return
+            data = inflater.unconsumed_tail
+            if out:
+                yield out
+            if not data and len(out) < _INFLATE_PIECE:
+                return
+
+
+def _inflate(stages: list[_Inflater], data: bytes, at: int = 0) -> Iterator[bytes]:
+    """``data`` through ``stages[at:]``, piece by piece."""
+    last = at + 1 == len(stages)
+    for piece in stages[at].feed(data):
+        if last:
+            yield piece
+        else:
+            yield from _inflate(stages, piece, at + 1)
 
 
 class HTTPWire:
@@ -135,9 +217,13 @@ class HTTPWire:
     ) -> httpx.Response:
         request = self.client.build_request(method, self.url, headers=headers, content=content)
         try:
+            # Never follow a redirect, whatever the client's own setting: the credentials
+            # in our headers must not reach another origin, and a 3xx becomes a typed error.
             if self.auth is not None:
-                return await self.client.send(request, stream=True, auth=self.auth)
-            return await self.client.send(request, stream=True)
+                return await self.client.send(
+                    request, stream=True, auth=self.auth, follow_redirects=False
+                )
+            return await self.client.send(request, stream=True, follow_redirects=False)
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,
@@ -150,7 +236,7 @@ class HTTPWire:
                 session_id=session_id,
                 hint="Check that the server is running and the URL is right",
             ) from exc
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise TransportError(
                 f"{method} failed after it was sent ({exc.__class__.__name__}: {exc or 'no detail'})",
                 endpoint=self.url,
@@ -161,6 +247,7 @@ class HTTPWire:
         headers = dict(self.base_headers)
         headers.update(extra)
         headers["Accept"] = accept
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
         return headers
 
     async def post(
@@ -211,7 +298,7 @@ class HTTPWire:
                     endpoint=self.url,
                     session_id=session_id,
                 )
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.StreamError) as exc:
             raise TransportError(
                 f"connection broke while reading the answer to POST ({exc.__class__.__name__})",
                 endpoint=self.url,
@@ -229,7 +316,7 @@ class HTTPWire:
     ) -> AsyncGenerator[dict[str, Any], None] | None:
         """Open a GET stream (listen or resume). ``None`` means the server answered 405."""
         headers = self._headers(SSE_ACCEPT, extra_headers)
-        if cursor.last_event_id is not None:
+        if cursor.last_event_id is not None and header_safe_event_id(cursor.last_event_id):
             headers["Last-Event-ID"] = cursor.last_event_id
         response = await self._send("GET", headers, None, session_id)
         if response.status_code == 405:
@@ -257,7 +344,7 @@ class HTTPWire:
         try:
             async for incoming in self._read_sse(response, session_id, cursor):
                 yield incoming
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.StreamError) as exc:
             raise TransportError(
                 f"SSE stream broke ({exc.__class__.__name__})",
                 endpoint=self.url,
@@ -270,15 +357,67 @@ class HTTPWire:
         """Send DELETE to end the session; returns the status (405 means not allowed)."""
         headers = dict(self.base_headers)
         headers.update(extra_headers)
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
         response = await self._send("DELETE", headers, None, session_id)
         await response.aclose()
         return response.status_code
 
     # -- reading -----------------------------------------------------------------
 
+    def _stages(self, response: httpx.Response, session_id: str | None) -> list[_Inflater]:
+        """The decoders for the response's Content-Encoding, in the order to apply them."""
+        header = response.headers.get("content-encoding")
+        if not header:
+            return []
+        codings = [c.strip().lower() for c in header.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        unknown = [c for c in codings if c not in ("gzip", "x-gzip", "deflate")]
+        if unknown or len(codings) > _MAX_CODINGS:
+            raise ProtocolError(
+                f"server answered with Content-Encoding {header[:100]!r}, which we did not ask"
+                f" for (Accept-Encoding: {ACCEPT_ENCODING})",
+                endpoint=self.url,
+                session_id=session_id,
+                hint="Configure the server (or proxy) to honour Accept-Encoding",
+            )
+        return [_Inflater("deflate" if c == "deflate" else "gzip") for c in reversed(codings)]
+
+    async def _body(
+        self, response: httpx.Response, session_id: str | None
+    ) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives, decompressed by us in bounded pieces."""
+        if response.is_stream_consumed:
+            # A body given whole (httpx.MockTransport, respx, the testing fake) was read, and
+            # decoded, when the response was built: there is no raw stream left to read.
+            yield response.content
+            return
+        stages = self._stages(response, session_id)
+        if not stages:
+            async for raw in response.aiter_raw():
+                yield raw
+            return
+        try:
+            async for raw in response.aiter_raw():
+                for piece in _inflate(stages, raw):
+                    yield piece
+        except zlib.error as exc:
+            names = ", ".join(stage.name for stage in reversed(stages))
+            raise ProtocolError(
+                f"response body is not valid {names} data ({exc})",
+                endpoint=self.url,
+                session_id=session_id,
+                hint="The server's Content-Encoding does not match its body",
+            ) from None
+
     async def _read_capped(self, response: httpx.Response, session_id: str | None) -> bytes:
         length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_message_bytes:
+        if (
+            length is not None
+            and length.isdigit()
+            and len(length) < 20
+            and not response.headers.get("content-encoding")
+            and int(length) > self.max_message_bytes
+        ):
             raise ProtocolError(
                 f"response body of {length} bytes exceeds the {self.max_message_bytes}-byte cap",
                 endpoint=self.url,
@@ -286,22 +425,23 @@ class HTTPWire:
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_message_bytes:
-                raise ProtocolError(
-                    f"response body exceeds the {self.max_message_bytes}-byte cap",
-                    endpoint=self.url,
-                    session_id=session_id,
-                )
-            chunks.append(chunk)
+        async with aclosing(self._body(response, session_id)) as body:
+            async for chunk in body:
+                size += len(chunk)
+                if size > self.max_message_bytes:
+                    raise ProtocolError(
+                        f"response body exceeds the {self.max_message_bytes}-byte cap",
+                        endpoint=self.url,
+                        session_id=session_id,
+                    )
+                chunks.append(chunk)
         return b"".join(chunks)
 
     async def _read_sse(
         self, response: httpx.Response, session_id: str | None, cursor: StreamCursor
     ) -> AsyncGenerator[dict[str, Any], None]:
         events = iter_events(
-            response,
+            self._body(response, session_id),
             max_event_bytes=self.max_message_bytes,
             endpoint=self.url,
             session_id=session_id,
@@ -310,13 +450,22 @@ class HTTPWire:
             async for event in events:
                 if event.retry is not None:
                     cursor.retry_ms = event.retry
-                if event.id:
+                if event.id:  # the id sent on this very event, never one carried forward
                     if event.id in cursor.seen_ids:
                         # A replay of something already delivered: exactly-once means drop it.
-                        logger.debug("dropping replayed SSE event %s from %s", event.id, self.url)
+                        logger.debug("dropping replayed SSE event %r from %s", event.id, self.url)
                         continue
                     cursor.seen_ids.add(event.id)
-                    cursor.last_event_id = event.id
+                    if header_safe_event_id(event.id):
+                        cursor.last_event_id = event.id
+                    elif not cursor.warned_unsafe_id:
+                        cursor.warned_unsafe_id = True
+                        logger.warning(
+                            "SSE event id %r from %s cannot be sent back as Last-Event-ID;"
+                            " a resumption will start from the last id that can",
+                            event.id[:64],
+                            self.url,
+                        )
                 elif not event.data:
                     continue  # a bare `retry:` block is no event (and no progress)
                 cursor.events += 1
@@ -336,14 +485,14 @@ class HTTPWire:
         status = response.status_code
         try:
             body = (await self._read_capped(response, session_id)).decode(errors="replace")[:2000]
-        except (ProtocolError, httpx.TransportError):
+        except (ProtocolError, httpx.TransportError, httpx.StreamError):
             body = ""
         detail = ""
         try:
             parsed = json.loads(body) if body else None
             if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
                 detail = f": {parsed['error'].get('message', '')}"
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         if status == 404 and session_id is not None:
             raise SessionExpiredError(

@@ -46,8 +46,14 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_TOOL_ERROR, "the tool answered with isError (call)"),
     (EXIT_USAGE, "usage error: bad option, argument, header or JSON"),
     (EXIT_UNREACHABLE, "could not reach any endpoint (refused, DNS, handshake timeout)"),
-    (EXIT_FAILED, "protocol or server error (JSON-RPC error, HTTP error, bad response, timeout)"),
-    (EXIT_OUTCOME_UNKNOWN, "outcome unknown: a tool call was sent, its answer lost (may have run)"),
+    (
+        EXIT_FAILED,
+        "protocol or server error (JSON-RPC error, HTTP error, bad response, no such tool, timeout of a safe call)",
+    ),
+    (
+        EXIT_OUTCOME_UNKNOWN,
+        "outcome unknown: a call not safe to repeat was sent, its answer lost (may have run)",
+    ),
 )
 
 # Headers the client sets itself: letting -H override them would break the protocol.
@@ -146,6 +152,15 @@ def _add_read_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("uri", metavar="URI", help="the resource's URI")
 
 
+def _add_login_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="the loopback port the browser returns to (default: 33418)",
+    )
+
+
 _URL = "http://127.0.0.1:8000/mcp"
 
 COMMANDS: dict[str, Command] = {
@@ -213,6 +228,13 @@ COMMANDS: dict[str, Command] = {
             "URL [URL ...] ping",
             (f"mcp-call {_URL} ping",),
         ),
+        Command(
+            "login",
+            "log in to an OAuth-protected server in the browser; later commands reuse the token",
+            "URL [URL ...] login [--port PORT]",
+            (f"mcp-call {_URL} login", f"mcp-call {_URL} login --port 8765"),
+            _add_login_arguments,
+        ),
     )
 }
 DEFAULT_COMMAND = "info"
@@ -233,6 +255,18 @@ def _positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
     return value
+
+
+PROTOCOL_VERSIONS = ("auto", "2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26")
+"""What ``--protocol-version`` takes: ``auto`` negotiates, a version pins it (either era)."""
+
+
+def _protocol_version(text: str) -> str:
+    if text not in PROTOCOL_VERSIONS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a protocol version this client speaks ({', '.join(PROTOCOL_VERSIONS)})"
+        )
+    return text
 
 
 def _non_negative_int(text: str) -> int:
@@ -279,7 +313,9 @@ def _global_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--protocol-version",
         metavar="VERSION",
-        help="offer this protocol version in initialize (default: the newest)",
+        type=_protocol_version,
+        help="auto (default: try 2026-07-28, fall back to the initialize handshake), or pin"
+        " one: 2026-07-28 (stateless), 2025-11-25, 2025-06-18, 2025-03-26",
     )
     group.add_argument(
         "--json",
@@ -488,6 +524,8 @@ def _command_arguments(
         options.name = namespace.name
     elif command == "read":
         options.uri = namespace.uri
+    elif command == "login":
+        options.arguments = {"port": namespace.port}
 
 
 def _prompt_value(value: Any) -> str:

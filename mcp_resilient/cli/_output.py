@@ -39,6 +39,8 @@ class Output:
         self._start = time.perf_counter()
         self._bar_shown = False
         self._json_written = False
+        self._last_progress: tuple[float, float | None, str | None] | None = None
+        self._waiting: tuple[str, float] | None = None  # (what, seconds) of the ticker
 
     # -- terminal facts ------------------------------------------------------------
 
@@ -121,12 +123,31 @@ class Output:
     def progress(self, progress: float, total: float | None, message: str | None) -> None:
         """A bar redrawn in place on a terminal, plain lines otherwise (and under -v)."""
         if self.stderr_is_tty() and not self.verbose:
-            width = shutil.get_terminal_size().columns
-            self.stderr.write("\r\x1b[K" + progress_bar(progress, total, message, width))
-            self.stderr.flush()
-            self._bar_shown = True
+            self._last_progress = (progress, total, message)
+            self._draw()
         else:
             self._err(progress_line(progress, total, message))
+
+    def elapsed(self, what: str, seconds: float) -> None:
+        """How long a call has been waiting, redrawn in place (terminal only, not under -v).
+
+        Without it a call that sends no progress shows nothing at all while it runs.
+        """
+        if self.stderr_is_tty() and not self.verbose:
+            self._waiting = (what, seconds)
+            self._draw()
+
+    def _draw(self) -> None:
+        width = shutil.get_terminal_size().columns
+        clock = f"  {self._waiting[1]:.0f} s" if self._waiting else ""
+        if self._last_progress is not None:
+            line = progress_bar(*self._last_progress, width - len(clock)) + clock
+        else:
+            what = self._waiting[0] if self._waiting else ""
+            line = f"waiting for {what!r}...{clock}"[: max(10, width - 1)]
+        self.stderr.write("\r\x1b[K" + line)
+        self.stderr.flush()
+        self._bar_shown = True
 
     def _clear_bar(self) -> None:
         if self._bar_shown:
@@ -135,7 +156,10 @@ class Output:
             self._bar_shown = False
 
     def finish(self) -> None:
+        """Clear the bar or ticker line for good (the call is over)."""
         self._clear_bar()
+        self._last_progress = None
+        self._waiting = None
 
 
 def log_text(data: Any) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import difflib
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 import mcp_types
 
@@ -44,6 +46,7 @@ from ._args import (
     EXIT_USAGE,
     Options,
 )
+from ._login import run_login, stored_auth
 from ._output import Output
 from ._trace import TraceLogHandler, TracingTransport
 
@@ -61,6 +64,8 @@ class _State:
     """``connect`` (opening the session), ``command``, or ``call`` (a tools/call went out)."""
     connect_seconds: float = 0.0
     events: list[Event] = field(default_factory=list)
+    safe_call: bool = False
+    """Whether the tool call may run twice (read-only, idempotent or ``--idempotent``)."""
 
 
 class CommandFailed(Exception):
@@ -71,9 +76,14 @@ class CommandFailed(Exception):
         self.code = code
 
 
-def exit_code_for(exc: BaseException, *, phase: str) -> int:
-    """The documented exit code for a failure, given when it happened."""
+def exit_code_for(exc: BaseException, *, phase: str, safe: bool = False) -> int:
+    """The documented exit code for a failure, given when it happened.
+
+    ``safe``: the tool call may run twice, so a lost answer (a timeout, a broken stream)
+    leaves nothing in doubt: a plain failure (4), not "outcome unknown" (5).
+    """
     if isinstance(exc, OutcomeUnknownError):
+        # Also the library's "timed out and may have run" error, a RequestTimeoutError too.
         return EXIT_OUTCOME_UNKNOWN
     if isinstance(exc, CommandFailed):
         return exc.code
@@ -83,7 +93,7 @@ def exit_code_for(exc: BaseException, *, phase: str) -> int:
     if isinstance(exc, TransportError) and not isinstance(exc, HTTPStatusError | ProtocolError):
         if phase == "connect":
             return EXIT_UNREACHABLE
-        if phase == "call":
+        if phase == "call" and not safe:
             # The call went out and its answer was lost (timeout, broken or ended stream).
             return EXIT_OUTCOME_UNKNOWN
     return EXIT_FAILED
@@ -108,13 +118,13 @@ def _where(exc: MCPError) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def explain(exc: BaseException, *, phase: str, tool: str | None = None) -> str:
+def explain(exc: BaseException, *, phase: str, tool: str | None = None, safe: bool = False) -> str:
     """One line: what failed, where, and what to try (in CLI terms, not API terms)."""
     if isinstance(exc, CommandFailed):
         return str(exc)
     if not isinstance(exc, MCPError):
         return f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)"
-    code = exit_code_for(exc, phase=phase)
+    code = exit_code_for(exc, phase=phase, safe=safe)
     hint = exc.hint
     what = exc.message
     if isinstance(exc, ServerError):
@@ -135,9 +145,13 @@ def explain(exc: BaseException, *, phase: str, tool: str | None = None) -> str:
         hint = "check that the server is running and the URL is right (-v shows each attempt)"
     if code == EXIT_OUTCOME_UNKNOWN:
         what = f"outcome unknown{f' for tool {tool!r}' if tool else ''}: {what}"
-        hint = "the tool may or may not have run; check its effect before calling it again"
-        if isinstance(exc, OutcomeUnknownError):
-            hint += ", or pass --idempotent if running it twice is harmless"
+        if isinstance(exc, OutcomeUnknownError):  # its message already says it may have run
+            hint = (
+                "check its effect before calling it again,"
+                " or pass --idempotent if running it twice is harmless"
+            )
+        else:
+            hint = "the tool may or may not have run; check its effect before calling it again"
     return f"{what}{_where(exc)}" + (f"; {hint[0].lower()}{hint[1:]}" if hint else "")
 
 
@@ -215,6 +229,8 @@ def _client_kwargs(options: Options) -> dict[str, Any]:
         kwargs["protocol_version"] = options.protocol_version
     if options.no_resume:
         kwargs["resume_tool"] = None
+    if options.command != "login" and (auth := stored_auth(options)) is not None:
+        kwargs["auth"] = auth  # the token of an earlier 'mcp-call URL login'
     return kwargs
 
 
@@ -243,6 +259,8 @@ async def run(options: Options, out: Output) -> int:
         try:
             try:
                 kwargs = _client_kwargs(options)
+                if options.command == "login":
+                    return await run_login(options, out, kwargs)
                 client = ResilientClient(
                     options.urls,
                     on_event=on_event,
@@ -262,10 +280,10 @@ async def run(options: Options, out: Output) -> int:
         except Exception as exc:  # every failure becomes one line and an exit code
             failure = _main_failure(exc)
             out.finish()
-            code = exit_code_for(failure, phase=state.phase)
+            code = exit_code_for(failure, phase=state.phase, safe=state.safe_call)
             if options.json and not out.has_document:
                 out.document({"error": _error_document(failure, code, options, state)})
-            out.error(explain(failure, phase=state.phase, tool=options.name))
+            out.error(explain(failure, phase=state.phase, tool=options.name, safe=state.safe_call))
             out.traceback(exc)
             return code
         finally:
@@ -295,7 +313,7 @@ def _error_document(
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "type": type(exc).__name__,
-        "message": explain(exc, phase=state.phase, tool=options.name),
+        "message": explain(exc, phase=state.phase, tool=options.name, safe=state.safe_call),
         "exitCode": code,
     }
     if isinstance(exc, MCPError):
@@ -369,16 +387,34 @@ async def _call(client: ResilientClient, options: Options, out: Output, state: _
     if _offers(client, "tools"):
         # The tool's annotations tell the library whether it may re-send the call after
         # an ambiguous failure (read-only or idempotent tools only, unless --idempotent).
+        tools: list[mcp_types.Tool] | None = None
         with contextlib.suppress(ServerError):
-            await client.list_tools()
+            tools = await client.list_tools()
+        if tools is not None:
+            tool = next((t for t in tools if t.name == options.name), None)
+            if tool is None:
+                raise CommandFailed(_no_such_tool(options.name, tools, client.endpoint))
+            state.safe_call = _safe_to_repeat(client, tool)
+    state.safe_call = state.safe_call or options.idempotent
     state.phase = "call"
-    result = await client.call_tool(
-        options.name,
-        options.arguments,
-        progress_handler=on_progress,
-        idempotent=True if options.idempotent else None,
-    )
+    failure: Exception | None = None
+    async with anyio.create_task_group() as ticker:
+        if out.stderr_is_tty() and not out.verbose:
+            ticker.start_soon(_tick, out, options.name)
+        try:
+            result = await client.call_tool(
+                options.name,
+                options.arguments,
+                progress_handler=on_progress,
+                idempotent=True if options.idempotent else None,
+            )
+        except Exception as exc:  # re-raised below, not wrapped in an exception group
+            failure = exc
+        finally:
+            ticker.cancel_scope.cancel()
     out.finish()
+    if failure is not None:
+        raise failure
     if options.json:
         out.document(fmt.dump(result))
     elif not result.is_error:
@@ -393,6 +429,37 @@ async def _call(client: ResilientClient, options: Options, out: Output, state: _
             out.block(text)
         return EXIT_TOOL_ERROR
     return EXIT_OK
+
+
+def _no_such_tool(name: str, tools: list[mcp_types.Tool], endpoint: str | None) -> str:
+    """The error for a tool the server did not list, with the closest names it did."""
+    names = [t.name for t in tools]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    if close:
+        also = f"did you mean {', '.join(close)}?"
+    else:
+        also = f"it has {len(names)} tool{'s' if len(names) != 1 else ''}"
+    return f"no such tool {name!r} on {endpoint}: {also} ('mcp-call URL tools' lists them)"
+
+
+def _safe_to_repeat(client: ResilientClient, tool: mcp_types.Tool) -> bool:
+    """Whether the listed annotations say the tool may run twice (as the library trusts them)."""
+    hints = tool.annotations
+    if hints is None or not client.trust_annotations:
+        return False
+    return bool(hints.read_only_hint or hints.idempotent_hint)
+
+
+#: How often the elapsed time of a call is redrawn on a terminal.
+TICK_INTERVAL = 1.0
+
+
+async def _tick(out: Output, name: str) -> None:
+    """Show the time a call has been waiting, on a terminal; ends when the call does."""
+    started = time.perf_counter()
+    while True:
+        await anyio.sleep(TICK_INTERVAL)  # a display interval; cancelled with the call
+        out.elapsed(name, time.perf_counter() - started)
 
 
 async def _resources(client: ResilientClient, options: Options, out: Output, state: _State) -> int:

@@ -32,13 +32,24 @@ if TYPE_CHECKING:
     from ._features import RPCError, ToolContext
     from ._network import MockClusterFactory, MockNetwork, MockServerFactory
     from ._records import RecordedRequest, RequestLog, ToolExecution
-    from ._server import DEFAULT_URL, SUPPORTED_VERSIONS, MockMCPServer, MockSession
+    from ._server import (
+        ALL_VERSIONS,
+        DEFAULT_URL,
+        STATELESS_VERSIONS,
+        SUPPORTED_VERSIONS,
+        Eras,
+        MockMCPServer,
+        MockSession,
+    )
     from ._sse import SSEEvent, parse_sse
 
 __all__ = [
+    "ALL_VERSIONS",
     "DEFAULT_URL",
     "MAX_DELAY_SECONDS",
+    "STATELESS_VERSIONS",
     "SUPPORTED_VERSIONS",
+    "Eras",
     "Fault",
     "FaultScript",
     "GarbageKind",
@@ -73,7 +84,10 @@ _HOMES = {
     "RecordedRequest": "_records",
     "RequestLog": "_records",
     "ToolExecution": "_records",
+    "ALL_VERSIONS": "_server",
     "DEFAULT_URL": "_server",
+    "Eras": "_server",
+    "STATELESS_VERSIONS": "_server",
     "SUPPORTED_VERSIONS": "_server",
     "MockMCPServer": "_server",
     "MockSession": "_server",

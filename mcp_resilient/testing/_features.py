@@ -14,7 +14,7 @@ import re
 import typing
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import mcp_types as mt
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -143,7 +143,12 @@ class ToolContext:
         """Send a server-to-client request on this stream; returns its id.
 
         The client's answer arrives later as a POST; find it in ``server.client_responses``.
+        The stateless era (2026-07-28) has no server-to-client requests: it raises there.
         """
+        if self.session.stateless:
+            raise RuntimeError(
+                f"{method}: a stateless (2026-07-28) request cannot carry server-to-client requests"
+            )
         request_id = self.server.next_server_request_id()
         self.messages.append(jsonrpc_message(method, params, request_id=request_id))
         return request_id
@@ -151,6 +156,57 @@ class ToolContext:
     def ping_client(self) -> str:
         """Send a ``ping`` request to the client on this stream; returns its id."""
         return self.send_request("ping")
+
+    @property
+    def input_responses(self) -> dict[str, Any]:
+        """Stateless era: the client's answers to an earlier ``input_required`` (by key)."""
+        responses = self.request.params.get("inputResponses")
+        return responses if isinstance(responses, dict) else {}
+
+    @property
+    def request_state(self) -> str | None:
+        """Stateless era: the opaque ``requestState`` echoed back by the client, if any."""
+        state = self.request.params.get("requestState")
+        return state if isinstance(state, str) else None
+
+    def input_required(
+        self,
+        requests: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        request_state: str | None = None,
+    ) -> NoReturn:
+        """Stateless era: answer ``input_required`` instead of a result (SEP-2322).
+
+        ``requests`` maps keys to ``{"method": "elicitation/create" | "sampling/createMessage"
+        | "roots/list", "params": {...}}``. The client answers them and sends the call again
+        with ``inputResponses`` (``ctx.input_responses``) and ``request_state`` echoed
+        (``ctx.request_state``); the tool runs again then. Tools only.
+        """
+        if not self.session.stateless:
+            raise RuntimeError(
+                "input_required exists only in the stateless era (2026-07-28);"
+                " in the handshake era use ctx.send_request()"
+            )
+        raise InputRequired({k: dict(v) for k, v in (requests or {}).items()}, request_state)
+
+
+class InputRequired(Exception):
+    """Raised by ``ctx.input_required()``; the fake turns it into an ``input_required`` result."""
+
+    def __init__(self, requests: dict[str, dict[str, Any]], request_state: str | None) -> None:
+        super().__init__("input required")
+        if not requests and request_state is None:
+            raise ValueError("input_required needs input requests or a request_state")
+        self.requests = requests
+        self.request_state = request_state
+
+    def to_result(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"resultType": "input_required"}
+        if self.requests:
+            result["inputRequests"] = self.requests
+        if self.request_state is not None:
+            result["requestState"] = self.request_state
+        return result
 
 
 def dump_model(model: BaseModel) -> dict[str, Any]:

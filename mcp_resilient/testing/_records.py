@@ -12,6 +12,7 @@ from ._faults import same_endpoint
 __all__ = ["RecordedRequest", "RequestLog", "ToolExecution"]
 
 MessageKind = Literal["request", "notification", "response", "invalid"]
+Era = Literal["handshake", "stateless"]
 
 
 @dataclass(eq=False)
@@ -32,6 +33,8 @@ class RecordedRequest:
     body: Any
     status: int | None = None
     faults: list[str] = field(default_factory=list)
+    era: Era | None = None
+    """Which era the fake served it in (None: refused before it got that far, or a GET)."""
 
     def _header(self, name: str) -> str | None:
         # ``httpx.Headers.get`` is typed ``Any``; this pins the type once for the accessors below.
@@ -47,6 +50,22 @@ class RecordedRequest:
     def protocol_version(self) -> str | None:
         """The ``MCP-Protocol-Version`` header the client sent."""
         return self._header("mcp-protocol-version")
+
+    @property
+    def method_header(self) -> str | None:
+        """The ``Mcp-Method`` header (stateless era)."""
+        return self._header("mcp-method")
+
+    @property
+    def name_header(self) -> str | None:
+        """The ``Mcp-Name`` header as sent (stateless era; may be ``=?base64?...?=``)."""
+        return self._header("mcp-name")
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """The request's ``params._meta`` (stateless era: version, capabilities, client info)."""
+        meta = self.params.get("_meta")
+        return meta if isinstance(meta, dict) else None
 
     @property
     def last_event_id(self) -> str | None:
@@ -106,9 +125,10 @@ class RecordedRequest:
         if self.tool_name:
             what += f" {self.tool_name}"
         fired = f" faults={self.faults}" if self.faults else ""
+        who = "stateless" if self.era == "stateless" else f"session={self.session_id}"
         return (
             f"<RecordedRequest #{self.index} {self.http_method} {self.url} {what}"
-            f" session={self.session_id} -> {self.status}{fired}>"
+            f" {who} -> {self.status}{fired}>"
         )
 
 

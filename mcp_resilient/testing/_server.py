@@ -1,4 +1,9 @@
-"""``MockMCPServer``: an in-process fake MCP server speaking Streamable HTTP (handshake era).
+"""``MockMCPServer``: an in-process fake MCP server speaking Streamable HTTP, in either era.
+
+The handshake era (2025-03-26 ... 2025-11-25: ``initialize``, sessions, the GET stream) is
+served by default; ``eras="stateless"`` or ``eras="both"`` add the stateless revision
+(2026-07-28: per-request ``_meta``, ``server/discover``, no sessions), told apart per request
+by the ``MCP-Protocol-Version`` header, as FastMCP and the official SDK do.
 
 It answers ``httpx.Request`` objects directly (``await server.handle(request)``), so it can sit
 behind respx (``MockNetwork``, the pytest fixtures) or an ``httpx.MockTransport``. Every
@@ -15,13 +20,18 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import anyio
 import httpx
 import mcp_types as mt
 from mcp_types.methods import serialize_server_result
-from mcp_types.version import KNOWN_PROTOCOL_VERSIONS, is_version_at_least
+from mcp_types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    KNOWN_PROTOCOL_VERSIONS,
+    MODERN_PROTOCOL_VERSIONS,
+    is_version_at_least,
+)
 from pydantic import BaseModel, ValidationError
 
 from ._faults import (
@@ -41,6 +51,7 @@ from ._faults import (
 )
 from ._features import (
     LOG_LEVELS,
+    InputRequired,
     PromptSpec,
     ResourceSpec,
     RPCError,
@@ -60,13 +71,32 @@ from ._features import (
     to_read_result,
     validation_message,
 )
-from ._records import RecordedRequest, RequestLog, ToolExecution
+from ._records import Era, RecordedRequest, RequestLog, ToolExecution
 from ._sse import Cut, EventBody, EventStore, StreamLog, Waker
+from ._stateless import (
+    CACHEABLE_METHODS,
+    HANDSHAKE_ONLY_METHODS,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    Refusal,
+    check_envelope,
+    check_param_headers,
+    http_status_for,
+    unsupported_version,
+)
 
 if TYPE_CHECKING:
     from ._network import MockNetwork
 
-__all__ = ["DEFAULT_URL", "SUPPORTED_VERSIONS", "MockMCPServer", "MockSession"]
+__all__ = [
+    "ALL_VERSIONS",
+    "DEFAULT_URL",
+    "STATELESS_VERSIONS",
+    "SUPPORTED_VERSIONS",
+    "Eras",
+    "MockMCPServer",
+    "MockSession",
+]
 
 logger = logging.getLogger("mcp_resilient.testing")
 
@@ -76,8 +106,24 @@ DEFAULT_URL = "http://mcp.test/mcp"
 SUPPORTED_VERSIONS: tuple[str, ...] = ("2025-11-25", "2025-06-18", "2025-03-26")
 """Handshake-era versions the fake negotiates by default, newest first."""
 
+STATELESS_VERSIONS: tuple[str, ...] = ("2026-07-28",)
+"""Stateless-era versions (no ``initialize``, no sessions) the fake serves with ``eras``."""
+
+ALL_VERSIONS: tuple[str, ...] = (*STATELESS_VERSIONS, *SUPPORTED_VERSIONS)
+"""Both eras, newest first: what ``eras="both"`` serves (as FastMCP 4 and ``mcp`` 2.x do)."""
+
+Eras = Literal["handshake", "stateless", "both"]
+"""Which protocol eras a fake serves."""
+
+_ERA_VERSIONS: dict[str, tuple[str, ...]] = {
+    "handshake": SUPPORTED_VERSIONS,
+    "stateless": STATELESS_VERSIONS,
+    "both": ALL_VERSIONS,
+}
+
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 MethodHandler = Callable[[dict[str, Any], ToolContext], Any]
 
 JSON = "application/json"
@@ -99,8 +145,15 @@ class MockSession:
         event_ids: bool,
         client_info: mt.Implementation | None = None,
         client_capabilities: mt.ClientCapabilities | None = None,
+        stateless: bool = False,
     ) -> None:
         self.id = session_id
+        self.stateless = stateless
+        """True for the per-request context of a stateless (2026-07-28) request."""
+        self.listen_id: Any = None
+        """Stateless: the id of the ``subscriptions/listen`` request this context serves."""
+        self.listen_filter: dict[str, Any] = {}
+        """Stateless: the notification types that listen stream opted in to (acknowledged)."""
         self.protocol_version = protocol_version
         self.endpoint = endpoint
         self.client_info = client_info
@@ -119,7 +172,12 @@ class MockSession:
         self.waker = Waker()
 
     def wants_log(self, level: str) -> bool:
-        """Whether ``logging/setLevel`` lets a message of ``level`` through."""
+        """Whether ``logging/setLevel`` (stateless: ``_meta`` logLevel) lets ``level`` through.
+
+        A stateless request without a log level gets no log messages at all (the spec's rule).
+        """
+        if self.log_level is None and self.stateless:
+            return False
         if self.log_level is None or level not in LOG_LEVELS:
             return True
         return LOG_LEVELS.index(level) >= LOG_LEVELS.index(self.log_level)
@@ -135,7 +193,7 @@ class MockSession:
         return [e.message for e in self.listen.events[self.listen.delivered :] if e.message]
 
     def __repr__(self) -> str:
-        state = "expired" if self.expired else "live"
+        state = "stateless" if self.stateless else "expired" if self.expired else "live"
         return f"<MockSession {self.id} {self.protocol_version} {state}>"
 
 
@@ -203,6 +261,45 @@ def _uri_param(params: dict[str, Any]) -> str:
     return uri
 
 
+_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+_LISTEN_KEYS = {
+    "notifications/tools/list_changed": "toolsListChanged",
+    "notifications/prompts/list_changed": "promptsListChanged",
+    "notifications/resources/list_changed": "resourcesListChanged",
+}
+_LISTEN_KEYS_ALL = (*_LISTEN_KEYS.values(), "resourceSubscriptions")
+
+
+def _for_subscription(session: MockSession, message: dict[str, Any]) -> dict[str, Any] | None:
+    """``message`` tagged for a stateless listen stream, or None if it did not opt in to it.
+
+    Log and progress messages never go there: they belong to the request they concern.
+    """
+    method = message.get("method")
+    params = dict(message.get("params") or {})
+    opted = session.listen_filter
+    if method in _LISTEN_KEYS:
+        wanted = bool(opted.get(_LISTEN_KEYS[method]))
+    elif method == "notifications/resources/updated":
+        wanted = params.get("uri") in (opted.get("resourceSubscriptions") or [])
+    else:
+        wanted = False
+    if not wanted or "id" in message:
+        return None
+    params["_meta"] = {**(params.get("_meta") or {}), _SUBSCRIPTION_ID: session.listen_id}
+    return {**message, "params": params}
+
+
+def _validated(model: type[M], value: Any) -> M | None:
+    """``value`` as ``model``, or None when it is absent or not valid (the fake is lenient)."""
+    if value is None:
+        return None
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
 def _visible_ascii(value: str) -> bool:
     return bool(value) and all(0x21 <= ord(c) <= 0x7E for c in value)
 
@@ -254,7 +351,7 @@ def _reader_decorator(
 
 
 class MockMCPServer:
-    """A fake MCP server (Streamable HTTP, protocol 2025-03-26 to 2025-11-25).
+    """A fake MCP server (Streamable HTTP; protocol 2025-03-26 to 2025-11-25, and 2026-07-28).
 
     Serve it with the ``mcp_mock`` fixture, ``with MockMCPServer() as server:`` (respx), or
     ``httpx.MockTransport(server.handle)``. Options:
@@ -267,6 +364,8 @@ class MockMCPServer:
     - ``page_size``: paginate the list methods.
     - ``auth_token``: require ``Authorization: Bearer <token>`` (else 401).
     - ``allowed_origins``: answer 403 to an ``Origin`` not listed.
+    - ``eras``: ``"handshake"`` (default), ``"stateless"`` (2026-07-28 only) or ``"both"``.
+    - ``cache_ttl_ms`` / ``cache_scope``: the caching hints of stateless list results.
     """
 
     def __init__(
@@ -276,7 +375,7 @@ class MockMCPServer:
         name: str = "mock-mcp",
         version: str = "0.0.0",
         instructions: str | None = None,
-        protocol_versions: Sequence[str] = SUPPORTED_VERSIONS,
+        protocol_versions: Sequence[str] | None = None,
         response_mode: ResponseMode = "sse",
         stateful: bool = True,
         get_stream: bool = True,
@@ -290,6 +389,9 @@ class MockMCPServer:
         allowed_origins: Collection[str] | None = None,
         capabilities: mt.ServerCapabilities | None = None,
         session_ids: Callable[[int], str] | None = None,
+        eras: Eras | None = None,
+        cache_ttl_ms: int = 0,
+        cache_scope: Literal["private", "public"] = "private",
     ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
@@ -299,12 +401,30 @@ class MockMCPServer:
         if len(self._endpoints) != len(urls):
             raise ValueError("the same URL is listed twice")
         self._hosts = {(httpx.URL(u).scheme, normalize_url(u).rsplit("/", 1)[0]) for u in urls}
+        if eras is not None and eras not in _ERA_VERSIONS:
+            raise ValueError(f"eras must be 'handshake', 'stateless' or 'both', not {eras!r}")
+        era_versions = _ERA_VERSIONS[eras or "handshake"]
+        if protocol_versions is None:
+            protocol_versions = era_versions
         unknown = [v for v in protocol_versions if v not in KNOWN_PROTOCOL_VERSIONS]
         if unknown or not protocol_versions:
             raise ValueError(f"unknown protocol versions: {unknown or 'none given'}")
+        outside = [v for v in protocol_versions if eras is not None and v not in era_versions]
+        if outside:
+            raise ValueError(f"protocol versions {outside} are not in the eras {eras!r}")
         self.protocol_versions: tuple[str, ...] = tuple(
             sorted(protocol_versions, key=KNOWN_PROTOCOL_VERSIONS.index, reverse=True)
         )
+        self.handshake_versions: tuple[str, ...] = tuple(
+            v for v in self.protocol_versions if v in HANDSHAKE_PROTOCOL_VERSIONS
+        )
+        """The versions served with ``initialize`` and sessions (empty: stateless only)."""
+        self.stateless_versions: tuple[str, ...] = tuple(
+            v for v in self.protocol_versions if v in MODERN_PROTOCOL_VERSIONS
+        )
+        """The versions served per request, without a session (empty: handshake only)."""
+        self.cache_ttl_ms = cache_ttl_ms
+        self.cache_scope: Literal["private", "public"] = cache_scope
         self.name = name
         self.version = version
         self.instructions = instructions
@@ -346,8 +466,12 @@ class MockMCPServer:
         self._methods: dict[str, MethodHandler] = {}
         self._sessions: dict[str, MockSession] = {}
         self._expired: dict[str, MockSession] = {}
+        self._subscriptions: list[MockSession] = []
         self._anonymous = MockSession(
-            None, self.protocol_versions[0], endpoint=None, event_ids=sse_event_ids
+            None,
+            (self.handshake_versions or self.protocol_versions)[0],
+            endpoint=None,
+            event_ids=sse_event_ids,
         )
         self._session_count = 0
         self._server_request_count = 0
@@ -361,6 +485,16 @@ class MockMCPServer:
     def url(self) -> str:
         """The first endpoint URL."""
         return self.urls[0]
+
+    @property
+    def eras(self) -> tuple[Era, ...]:
+        """The protocol eras this server serves: ``("handshake",)``, ``("stateless",)`` or both."""
+        served: list[Era] = []
+        if self.stateless_versions:
+            served.append("stateless")
+        if self.handshake_versions:
+            served.append("handshake")
+        return tuple(served)
 
     @overload
     def tool(self, fn: F, /) -> F: ...
@@ -635,27 +769,48 @@ class MockMCPServer:
         return normalize_url(url) in self._down
 
     def close_listen_streams(self, session_id: str | None = None) -> None:
-        """End open GET streams gracefully (a client should reconnect)."""
+        """End open GET streams gracefully (a client should reconnect).
+
+        Stateless ``subscriptions/listen`` streams end too, with their final result.
+        """
         for session in self._targets(session_id):
-            session._end_listen_streams()
+            if session.stateless:
+                self._end_subscription(session)
+            else:
+                session._end_listen_streams()
+
+    @property
+    def subscriptions(self) -> list[MockSession]:
+        """Open stateless ``subscriptions/listen`` streams (``listen_id``, ``listen_filter``)."""
+        return list(self._subscriptions)
+
+    def _end_subscription(self, session: MockSession) -> None:
+        """The server tears a subscription down: the final result, then the stream ends."""
+        meta = {_SUBSCRIPTION_ID: session.listen_id}
+        result = self._stateless_envelope("subscriptions/listen", {"_meta": meta})
+        session.events.append(session.listen, _result_response(session.listen_id, result))
+        session._end_listen_streams()
 
     def close(self) -> None:
         """Refuse further connections and end open streams (fixture teardown)."""
         self._closed = True
-        for session in [*self._sessions.values(), self._anonymous]:
+        for session in [*self._sessions.values(), self._anonymous, *self._subscriptions]:
             session._end_listen_streams()
 
     # -- server-initiated messages (on GET listen streams) ----------------------------------
 
     def _targets(self, session_id: str | None) -> list[MockSession]:
         if not self.stateful:
-            return [self._anonymous]
-        if session_id is not None:
+            sessions = [self._anonymous]
+        elif session_id is not None:
             session = self._sessions.get(session_id)
             if session is None:
                 raise KeyError(f"no live session {session_id!r}")
             return [session]
-        return list(self._sessions.values())
+        else:
+            sessions = list(self._sessions.values())
+        # Stateless listen streams get what they opted in to (see ``_push``).
+        return [*sessions, *self._subscriptions] if session_id is None else sessions
 
     def notify(
         self,
@@ -671,11 +826,15 @@ class MockMCPServer:
         return self._push(jsonrpc_message(method, params), session_id)
 
     def _push(self, message: dict[str, Any], session_id: str | None) -> int:
-        targets = self._targets(session_id)
-        for session in targets:
-            session.events.append(session.listen, message)
+        delivered = 0
+        for session in self._targets(session_id):
+            tagged = _for_subscription(session, message) if session.stateless else message
+            if tagged is None:
+                continue
+            session.events.append(session.listen, tagged)
             session.waker.wake()
-        return len(targets)
+            delivered += 1
+        return delivered
 
     def notify_tools_list_changed(self, *, session_id: str | None = None) -> int:
         return self.notify("notifications/tools/list_changed", session_id=session_id)
@@ -720,6 +879,8 @@ class MockMCPServer:
         """
         ids = []
         for session in self._targets(session_id):
+            if session.stateless:
+                continue  # the stateless era has no server-to-client requests
             request_id = self.next_server_request_id()
             self._push(jsonrpc_message(method, params, request_id=request_id), session.id)
             ids.append(request_id)
@@ -892,6 +1053,11 @@ class MockMCPServer:
     async def _process(self, rec: RecordedRequest, request: httpx.Request) -> _Reply:
         if request.method == "POST":
             return await self._post(rec, request)
+        version = rec.protocol_version
+        stateless = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
+        if stateless and self.stateless_versions:
+            # The stateless era has only POST: GET and DELETE with its header get 405.
+            return _Plain(405, {"allow": "POST"})
         if request.method == "GET":
             return self._get(rec, request)
         if request.method == "DELETE":
@@ -900,9 +1066,10 @@ class MockMCPServer:
 
     def _not_allowed(self) -> _Plain:
         """405, listing the verbs this server's options leave open."""
-        verbs = ["GET"] if self.get_stream else []
+        handshake = bool(self.handshake_versions)
+        verbs = ["GET"] if self.get_stream and handshake else []
         verbs.append("POST")
-        if self.allow_delete and self.stateful:
+        if self.allow_delete and self.stateful and handshake:
             verbs.append("DELETE")
         return _Plain(405, {"allow": ", ".join(verbs)})
 
@@ -929,8 +1096,8 @@ class MockMCPServer:
 
     def _check_version(self, rec: RecordedRequest) -> _Plain | None:
         version = rec.protocol_version
-        if version is not None and version not in self.protocol_versions:
-            supported = ", ".join(self.protocol_versions)
+        if version is not None and version not in self.handshake_versions:
+            supported = ", ".join(self.handshake_versions)
             return _rpc_error(
                 400,
                 rec.id,
@@ -959,6 +1126,11 @@ class MockMCPServer:
         if not isinstance(body, dict) or body.get("jsonrpc") != "2.0" or rec.kind == "invalid":
             return _rpc_error(400, rec.id, -32600, "Invalid Request")
 
+        rec.era = self._era_of(rec)
+        if rec.era == "stateless":
+            return await self._stateless(rec)
+        if not self.handshake_versions:
+            return self._no_handshake(rec)
         if rec.kind == "request" and rec.method == "initialize":
             return self._initialize(rec)
         session = self._checked_session(rec)
@@ -974,6 +1146,113 @@ class MockMCPServer:
             return _Answer(session, [], None, self.response_mode)
         return await self._request(session, rec)
 
+    def _era_of(self, rec: RecordedRequest) -> Era:
+        """The era a POST is served in, decided as FastMCP and the official SDK decide it.
+
+        A ``MCP-Protocol-Version`` header that is not a handshake version (2026-07-28, or an
+        unknown one) goes stateless when this server serves that era; so does a request
+        without the header whose ``_meta`` names a protocol version (it then fails the
+        header check, which tells the client what it forgot). Everything else is handshake.
+        """
+        if not self.stateless_versions:
+            return "handshake"
+        header = rec.protocol_version
+        if header is not None:
+            return "handshake" if header in HANDSHAKE_PROTOCOL_VERSIONS else "stateless"
+        meta = rec.meta
+        if meta is not None and mt.PROTOCOL_VERSION_META_KEY in meta:
+            return "stateless"
+        return "handshake"
+
+    def _no_handshake(self, rec: RecordedRequest) -> _Reply:
+        """A stateless-only server's answer to handshake traffic: 400, -32022, what it speaks.
+
+        The spec asks a modern-only server to name its versions in any error it returns to
+        ``initialize``: a legacy client has no other way to tell its user what went wrong.
+        """
+        requested = rec.protocol_version
+        if rec.method == "initialize":
+            requested = rec.params.get("protocolVersion", requested)
+        refusal = unsupported_version(requested, self.stateless_versions)
+        message = (
+            f"{refusal.message}: this server speaks only {', '.join(self.stateless_versions)}"
+            " (no initialize handshake)"
+        )
+        error = {**refusal.to_error(), "message": message}
+        body = _error_response(rec.id, error)
+        return _Plain(400, {"content-type": JSON}, json.dumps(body).encode())
+
+    async def _stateless(self, rec: RecordedRequest) -> _Reply:
+        """One self-contained 2026-07-28 request: check the envelope, run it, no session."""
+        if rec.kind == "notification":
+            # No client notifications exist on this wire; accepted and dropped, as real servers do.
+            return _Answer(None, [], None, self.response_mode)
+        if rec.kind == "response":
+            return _rpc_error(
+                400, rec.id, -32600, "Invalid Request: stateless clients send no responses"
+            )
+        checked = check_envelope(rec.body, rec.headers, self.stateless_versions)
+        if isinstance(checked, Refusal):
+            return self._stateless_error(rec, checked.to_error())
+        if rec.method == "tools/call":
+            spec = self._tools.get(rec.params.get("name", ""))
+            if spec is not None:
+                schema = spec.tool.input_schema
+                refusal = check_param_headers(schema, rec.arguments, rec.headers)
+                if refusal is not None:
+                    return self._stateless_error(rec, refusal.to_error())
+        meta = rec.meta or {}
+        session = MockSession(
+            None,
+            checked,
+            endpoint=rec.endpoint,
+            event_ids=False,
+            client_info=_validated(mt.Implementation, meta.get(mt.CLIENT_INFO_META_KEY)),
+            client_capabilities=_validated(
+                mt.ClientCapabilities, meta.get(mt.CLIENT_CAPABILITIES_META_KEY)
+            ),
+            stateless=True,
+        )
+        session.initialized = True
+        level = meta.get(mt.LOG_LEVEL_META_KEY)
+        if level is not None:
+            if level not in LOG_LEVELS:
+                return self._stateless_error(
+                    rec, {"code": INVALID_PARAMS, "message": f"Invalid log level: {level!r}"}
+                )
+            session.log_level = level
+        if rec.method == "subscriptions/listen":
+            return self._subscribe(session, rec)
+        answer = await self._request(session, rec)
+        error = answer.response.get("error") if answer.response is not None else None
+        if isinstance(error, dict) and http_status_for(error.get("code", 0)) != 200:
+            return self._stateless_error(rec, error)
+        return answer
+
+    def _subscribe(self, session: MockSession, rec: RecordedRequest) -> _Reply:
+        """``subscriptions/listen``: acknowledge what is offered, then a stream that stays open."""
+        wanted = rec.params.get("notifications")
+        if not isinstance(wanted, dict):
+            error = {"code": INVALID_PARAMS, "message": "params.notifications must be an object"}
+            return self._stateless_error(rec, error)
+        agreed = {k: v for k, v in wanted.items() if k in _LISTEN_KEYS_ALL and v}
+        session.listen_id = rec.id
+        session.listen_filter = agreed
+        meta = {_SUBSCRIPTION_ID: rec.id}
+        ack = jsonrpc_message(
+            "notifications/subscriptions/acknowledged", {"notifications": agreed, "_meta": meta}
+        )
+        session.events.append(session.listen, ack)
+        self._subscriptions.append(session)
+        return _Listen(session, session.listen, 0, live=True)
+
+    @staticmethod
+    def _stateless_error(rec: RecordedRequest, error: dict[str, Any]) -> _Plain:
+        """A stateless JSON-RPC error as JSON, with the HTTP status its code maps to."""
+        body = _error_response(rec.id, error)
+        status = http_status_for(int(error.get("code", 0)))
+        return _Plain(status, {"content-type": JSON}, json.dumps(body).encode())
+
     def _default_session_id(self, n: int) -> str:
         # Deterministic (reproducible runs) yet distinct per server and per session.
         return hashlib.sha256(f"{self._seed}:{n}".encode()).hexdigest()[:32]
@@ -987,7 +1266,8 @@ class MockMCPServer:
             )
             return _Answer(None, [], response, "json")
         requested = params.protocol_version
-        negotiated = requested if requested in self.protocol_versions else self.protocol_versions[0]
+        versions = self.handshake_versions
+        negotiated = requested if requested in versions else versions[0]
         if self.stateful:
             self._session_count += 1
             session_id = self._session_ids(self._session_count)
@@ -1027,10 +1307,32 @@ class MockMCPServer:
         self, method: str, version: str, result: BaseModel | Mapping[str, Any]
     ) -> dict[str, Any]:
         data = dump_model(result) if isinstance(result, BaseModel) else dict(result)
+        if version in MODERN_PROTOCOL_VERSIONS:
+            data = self._stateless_envelope(method, data)
         try:
             return serialize_server_result(method, version, data)
         except (KeyError, ValueError):  # custom methods, results outside the schema
             return data
+
+    def _stateless_envelope(self, method: str, data: dict[str, Any]) -> dict[str, Any]:
+        """What every 2026-07-28 result carries: ``resultType``, the server's identity, and
+        for cacheable results ``ttlMs`` / ``cacheScope``."""
+        meta = dict(data.get("_meta") or {})
+        meta.setdefault(mt.SERVER_INFO_META_KEY, {"name": self.name, "version": self.version})
+        data = {**data, "_meta": meta}
+        data.setdefault("resultType", "complete")
+        if method in CACHEABLE_METHODS:
+            data.setdefault("ttlMs", self.cache_ttl_ms)
+            data.setdefault("cacheScope", self.cache_scope)
+        return data
+
+    def _discover(self) -> mt.DiscoverResult:
+        return mt.DiscoverResult(
+            # Only the per-request versions, as FastMCP 4 and the official SDK list them.
+            supported_versions=list(self.stateless_versions),
+            capabilities=self.capabilities,
+            instructions=self.instructions,
+        )
 
     async def _request(self, session: MockSession, rec: RecordedRequest) -> _Answer:
         ctx = ToolContext(
@@ -1062,6 +1364,13 @@ class MockMCPServer:
             if not isinstance(result, BaseModel | Mapping):
                 raise TypeError(f"handler for {method} returned {type(result).__name__}")
             return result
+        if ctx.session.stateless:
+            if method == "server/discover":
+                return self._discover()
+            if method in HANDSHAKE_ONLY_METHODS:
+                raise RPCError(
+                    METHOD_NOT_FOUND, f"Method not found: {method} (removed in 2026-07-28)"
+                )
         if method == "ping":
             return {}
         if method == "tools/list":
@@ -1109,7 +1418,9 @@ class MockMCPServer:
         end = start + self.page_size
         return items[start:end], (str(end) if end < len(items) else None)
 
-    async def _call_tool(self, params: dict[str, Any], ctx: ToolContext) -> mt.CallToolResult:
+    async def _call_tool(
+        self, params: dict[str, Any], ctx: ToolContext
+    ) -> mt.CallToolResult | dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
             raise RPCError(-32602, "Missing tool name")
@@ -1130,6 +1441,8 @@ class MockMCPServer:
             value = await call_with(spec.fn, kwargs)
         except RPCError:
             raise
+        except InputRequired as needed:
+            return needed.to_result()
         except Exception as error:
             logger.debug("tool %s raised %r", name, error)
             return error_result(str(error) or type(error).__name__)
@@ -1168,7 +1481,9 @@ class MockMCPServer:
             }
             value = await call_with(template.read, kwargs)
             return to_read_result(uri, template.template.mime_type, value)
-        raise RPCError(-32002, "Resource not found", {"uri": uri})
+        # 2026-07-28 moved "resource not found" from -32002 to Invalid Params.
+        code = INVALID_PARAMS if ctx.session.stateless else -32002
+        raise RPCError(code, "Resource not found", {"uri": uri})
 
     async def _get_prompt(self, params: dict[str, Any], ctx: ToolContext) -> mt.GetPromptResult:
         name = params.get("name")
@@ -1193,7 +1508,7 @@ class MockMCPServer:
         return {param: ctx} if param is not None else {}
 
     def _get(self, rec: RecordedRequest, request: httpx.Request) -> _Reply:
-        if not self.get_stream:
+        if not (self.get_stream and self.handshake_versions):
             return self._not_allowed()
         if SSE not in _media_types(request.headers.get("accept")):
             return _rpc_error(
@@ -1216,7 +1531,7 @@ class MockMCPServer:
         return _Listen(session, log, position, live=live)
 
     def _delete(self, rec: RecordedRequest) -> _Reply:
-        if not (self.allow_delete and self.stateful):
+        if not (self.allow_delete and self.stateful and self.handshake_versions):
             return self._not_allowed()
         session = self._session_for(rec)
         if isinstance(session, _Plain):
@@ -1278,13 +1593,15 @@ class MockMCPServer:
         store = session.events if session is not None else EventStore(False)
         version = session.protocol_version if session is not None else self.protocol_versions[0]
         log = store.new_stream("request")
-        retry = self.sse_retry_ms
+        stateless = session is not None and session.stateless
+        # The stateless era has no resumption: no ids, no retry hint, no priming event.
+        retry = None if stateless else self.sse_retry_ms
         cut: Cut | None = None
         if isinstance(stream_fault, PollFault):
             store.append(log, None, retry=stream_fault.retry_ms)
             cut = Cut(after_events=1, graceful=True)
             retry = None
-        elif self.sse_priming and is_version_at_least(version, "2025-11-25"):
+        elif self.sse_priming and not stateless and is_version_at_least(version, "2025-11-25"):
             store.append(log, None, retry=retry)
             retry = None
         for message in [*answer.messages, answer.response]:
@@ -1307,9 +1624,8 @@ class MockMCPServer:
     ) -> httpx.Response:
         session = listen.session
         cut = Cut(fault.after_events, fault.graceful, fault.error) if fault is not None else None
-        prefix = (
-            f"retry: {self.sse_retry_ms}\n\n".encode() if self.sse_retry_ms is not None else b""
-        )
+        retry = None if session.stateless else self.sse_retry_ms
+        prefix = f"retry: {retry}\n\n".encode() if retry is not None else b""
         if not listen.live:
             body = EventBody(request, listen.log, listen.start, live=False, cut=cut, prefix=prefix)
             return self._sse_response({}, body)
@@ -1321,6 +1637,8 @@ class MockMCPServer:
 
         def on_close() -> None:
             session.listeners -= 1
+            if session in self._subscriptions:
+                self._subscriptions.remove(session)
 
         body = EventBody(
             request,

@@ -1,7 +1,10 @@
 """The client the official MCP conformance suite drives: ``mcp_resilient.ResilientClient``.
 
 The suite runs ``python tests/conformance/client.py <server-url>`` with the scenario's name in
-``MCP_CONFORMANCE_SCENARIO``, lets the client talk to its test server, and judges the traffic.
+``MCP_CONFORMANCE_SCENARIO`` (and, for some scenarios, what to do in ``MCP_CONFORMANCE_CONTEXT``),
+lets the client talk to its test server, and judges the traffic. The client runs with its
+default ``protocol_version="auto"``: the same script passes the handshake-era and the
+2026-07-28 runs of a scenario, which also proves the negotiation.
 This script does what each scenario's server expects and also checks what comes back, so a
 broken result fails here with a clear message even where the suite would not look.
 
@@ -103,6 +106,117 @@ async def scenario_sse_retry(client: ResilientClient, elicitations: Recorder) ->
         raise ScenarioFailed(f"test_reconnection answered {text!r}")
 
 
+async def scenario_request_metadata(client: ResilientClient, elicitations: Recorder) -> None:
+    # The server refuses the first request (-32022) and judges the _meta and header of the
+    # rest: one more request after the negotiation is enough.
+    if client.protocol_version != "2026-07-28":
+        raise ScenarioFailed(f"negotiated {client.protocol_version!r}, expected 2026-07-28")
+    await client.list_tools()
+    await client.call_tool("any", {})
+
+
+async def scenario_request_state(client: ResilientClient, elicitations: Recorder) -> None:
+    # Two input_required flows side by side with an unrelated call: each retry must carry
+    # its own answers and state, and nothing of them may leak into the other call.
+    echoed, unrelated = await asyncio.gather(
+        _call_ok(client, "test_mrtr_echo_state", {}),
+        _call_ok(client, "test_mrtr_unrelated", {}),
+    )
+    expected = {
+        "test_mrtr_echo_state": ("echo-state-ok", echoed),
+        "test_mrtr_unrelated": ("unrelated-ok", unrelated),
+        "test_mrtr_no_state": ("no-state-ok", await _call_ok(client, "test_mrtr_no_state", {})),
+        "test_mrtr_no_result_type": (
+            "no-result-type-test-ok",
+            await _call_ok(client, "test_mrtr_no_result_type", {}),
+        ),
+    }
+    for name, (want, got) in expected.items():
+        if got != want:
+            raise ScenarioFailed(f"{name} answered {got!r}, expected {want!r}")
+    if len(elicitations.requests) != 2:
+        raise ScenarioFailed(
+            f"the elicitation handler answered {len(elicitations.requests)} input requests,"
+            " expected 2 (echo_state and no_state)"
+        )
+
+
+async def scenario_standard_headers(client: ResilientClient, elicitations: Recorder) -> None:
+    for tool in await client.list_tools():
+        await _call_ok(client, tool.name, {})
+    for resource in await client.list_resources():
+        await client.read_resource(str(resource.uri))
+    for prompt in await client.list_prompts():
+        await client.get_prompt(prompt.name)
+
+
+def _context() -> dict[str, Any]:
+    raw = os.environ.get("MCP_CONFORMANCE_CONTEXT")
+    if not raw:
+        raise ScenarioFailed("the suite set no MCP_CONFORMANCE_CONTEXT for this scenario")
+    context = json.loads(raw)
+    if not isinstance(context, dict):
+        raise ScenarioFailed(f"MCP_CONFORMANCE_CONTEXT is not an object: {raw[:200]}")
+    return context
+
+
+async def scenario_custom_headers(client: ResilientClient, elicitations: Recorder) -> None:
+    # The context says which calls to make; the client must mirror the arguments whose
+    # schema carries x-mcp-header into Mcp-Param-* headers (the suite checks them).
+    await client.list_tools()
+    calls = _context().get("toolCalls") or []
+    if not calls:
+        raise ScenarioFailed("the context lists no toolCalls")
+    for call in calls:
+        await _call_ok(client, call["name"], call.get("arguments") or {})
+
+
+INVALID_HEADER_TOOLS = {
+    "invalid_empty_header",
+    "invalid_object_header",
+    "invalid_array_header",
+    "invalid_null_header",
+    "invalid_number_header",
+    "invalid_duplicate_same_case",
+    "invalid_duplicate_diff_case",
+    "invalid_space_in_name",
+    "invalid_colon_in_name",
+    "invalid_non_ascii_name",
+    "invalid_control_char_name",
+}
+
+
+async def scenario_invalid_tool_headers(client: ResilientClient, elicitations: Recorder) -> None:
+    names = {tool.name for tool in await client.list_tools()}
+    offered = sorted(names & INVALID_HEADER_TOOLS)
+    if offered:
+        raise ScenarioFailed(f"list_tools() offered tools with invalid x-mcp-header: {offered}")
+    if "valid_tool" not in names:
+        raise ScenarioFailed(f"list_tools() left out valid_tool; got {sorted(names)}")
+    await _call_ok(client, "valid_tool", {"region": "us-west1"})
+
+
+async def scenario_ref_no_deref(client: ResilientClient, elicitations: Recorder) -> None:
+    # Listing is the test: the client must not fetch the network $ref (the suite watches).
+    tools = {tool.name: tool for tool in await client.list_tools()}
+    schema = tools["lookup_user"].input_schema if "lookup_user" in tools else None
+    if schema is None:
+        raise ScenarioFailed(f"tools/list did not offer lookup_user; got {sorted(tools)}")
+    if schema.get("properties", {}).get("id") != {"$ref": "#/$defs/userId"}:
+        raise ScenarioFailed(f"the $ref in lookup_user's schema was not kept as sent: {schema}")
+
+
+async def scenario_schema_preservation(client: ResilientClient, elicitations: Recorder) -> None:
+    tools = {tool.name: tool for tool in await client.list_tools()}
+    focal = tools.get("json_schema_2020_12_tool")
+    if focal is None or "json_schema_echo" not in tools:
+        raise ScenarioFailed(f"tools/list lacks the scenario's tools; got {sorted(tools)}")
+    for keyword in ("$schema", "$defs", "additionalProperties"):
+        if keyword not in focal.input_schema:
+            raise ScenarioFailed(f"{keyword} was dropped from the listed inputSchema")
+    await _call_ok(client, "json_schema_echo", {"schema": focal.input_schema})
+
+
 async def scenario_elicitation_defaults(client: ResilientClient, elicitations: Recorder) -> None:
     await _require_tool(client, "test_client_elicitation_defaults")
     text = await _call_ok(client, "test_client_elicitation_defaults", {})
@@ -129,6 +243,27 @@ SCENARIOS: dict[str, Step] = {
     "tools_call": scenario_tools_call,
     "sse-retry": scenario_sse_retry,
     "elicitation-sep1034-client-defaults": scenario_elicitation_defaults,
+    "request-metadata": scenario_request_metadata,
+    "sep-2322-client-request-state": scenario_request_state,
+    "http-standard-headers": scenario_standard_headers,
+    "http-custom-headers": scenario_custom_headers,
+    "http-invalid-tool-headers": scenario_invalid_tool_headers,
+    "json-schema-ref-no-deref": scenario_ref_no_deref,
+    "json-schema-2020-12-preservation": scenario_schema_preservation,
+}
+
+
+async def _sample(params: mcp_types.CreateMessageRequestParams) -> mcp_types.CreateMessageResult:
+    return mcp_types.CreateMessageResult(
+        role="assistant",
+        content=mcp_types.TextContent(type="text", text="sampled"),
+        model="conformance",
+    )
+
+
+# Extra handlers per scenario: request-metadata judges the capabilities they declare.
+EXTRA_OPTIONS: dict[str, dict[str, Any]] = {
+    "request-metadata": {"sampling_handler": _sample, "roots": []},
 }
 
 
@@ -161,6 +296,7 @@ async def run(scenario: str, url: str) -> None:
                 timeout=REQUEST_TIMEOUT,
                 elicitation_handler=elicitations,
                 client_info=client_info,
+                **EXTRA_OPTIONS.get(scenario, {}),
             ) as client:
                 await step(client, elicitations)
     except TimeoutError:

@@ -8,8 +8,12 @@ import anyio
 import mcp_types
 import pytest
 
-from mcp_resilient import Event, RequestTimeoutError, ResilientClient
+from mcp_resilient import HANDSHAKE_VERSIONS, Event, RequestTimeoutError, ResilientClient
 from tests.rig import ServerProcess
+
+# Sessions, resume_session and Last-Event-ID exist only in the handshake era; the
+# stateless era is covered by test_eras.py and test_failover_stateless.py.
+HANDSHAKE = HANDSHAKE_VERSIONS[0]
 
 pytestmark = pytest.mark.anyio
 
@@ -21,7 +25,9 @@ def anyio_backend() -> str:
 
 async def test_connection_facts(mcp_server: ServerProcess) -> None:
     events: list[Event] = []
-    async with ResilientClient(mcp_server.url, on_event=events.append) as client:
+    async with ResilientClient(
+        mcp_server.url, protocol_version=HANDSHAKE, on_event=events.append
+    ) as client:
         assert client.endpoint == mcp_server.url
         assert client.session_id and client.session_id.isascii()
         assert client.protocol_version == "2025-11-25"
@@ -37,7 +43,7 @@ async def test_connection_facts(mcp_server: ServerProcess) -> None:
 
 
 async def test_list_tools_with_annotations(mcp_server: ServerProcess) -> None:
-    async with ResilientClient(mcp_server.url) as client:
+    async with ResilientClient(mcp_server.url, protocol_version=HANDSHAKE) as client:
         tools = {tool.name: tool for tool in await client.list_tools()}
     assert {"increment", "get_counter", "set_counter", "add", "resume_session"} <= tools.keys()
     increment, get_counter, set_counter = (
@@ -52,7 +58,7 @@ async def test_list_tools_with_annotations(mcp_server: ServerProcess) -> None:
 
 
 async def test_call_tool_structured_text_and_error(mcp_server: ServerProcess) -> None:
-    async with ResilientClient(mcp_server.url) as client:
+    async with ResilientClient(mcp_server.url, protocol_version=HANDSHAKE) as client:
         added = await client.call_tool("add", {"a": 1, "b": 2})
         assert added.is_error is False
         assert added.structured_content == {"a": 1, "b": 2, "sum": 3}
@@ -72,7 +78,7 @@ async def test_progress_handler_sees_every_step_in_order(mcp_server: ServerProce
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total, message))
 
-    async with ResilientClient(mcp_server.url) as client:
+    async with ResilientClient(mcp_server.url, protocol_version=HANDSHAKE) as client:
         result = await client.call_tool(
             "slow_progress", {"steps": 10}, progress_handler=on_progress
         )
@@ -81,7 +87,7 @@ async def test_progress_handler_sees_every_step_in_order(mcp_server: ServerProce
 
 
 async def test_resources_templates_and_read(mcp_server: ServerProcess) -> None:
-    async with ResilientClient(mcp_server.url) as client:
+    async with ResilientClient(mcp_server.url, protocol_version=HANDSHAKE) as client:
         await client.call_tool("add_note", {"text": "first"})
         resources = await client.list_resources()
         templates = await client.list_resource_templates()
@@ -96,7 +102,7 @@ async def test_resources_templates_and_read(mcp_server: ServerProcess) -> None:
 
 
 async def test_prompts(mcp_server: ServerProcess) -> None:
-    async with ResilientClient(mcp_server.url) as client:
+    async with ResilientClient(mcp_server.url, protocol_version=HANDSHAKE) as client:
         prompts = await client.list_prompts()
         rendered = await client.get_prompt("greet", {"name": "Ada", "style": "formal"})
     greet = next(p for p in prompts if p.name == "greet")
@@ -112,7 +118,9 @@ async def test_ping_and_logging(mcp_server: ServerProcess) -> None:
     async def on_log(params: mcp_types.LoggingMessageNotificationParams) -> None:
         logs.append(params)
 
-    async with ResilientClient(mcp_server.url, log_handler=on_log) as client:
+    async with ResilientClient(
+        mcp_server.url, protocol_version=HANDSHAKE, log_handler=on_log
+    ) as client:
         await client.ping()
         await client.set_logging_level("debug")
         await client.call_tool("log_something", {"level": "warning", "message": "disk almost full"})
@@ -135,7 +143,11 @@ async def test_elicitation_sampling_and_roots_handlers(mcp_server: ServerProcess
 
     roots = [mcp_types.Root(uri="file:///srv/project", name="project")]
     async with ResilientClient(
-        mcp_server.url, elicitation_handler=elicit, sampling_handler=sample, roots=roots
+        mcp_server.url,
+        protocol_version=HANDSHAKE,
+        elicitation_handler=elicit,
+        sampling_handler=sample,
+        roots=roots,
     ) as client:
         asked = await client.call_tool("ask_user", {"question": "Your name?"})
         summary = await client.call_tool("summarize", {"text": "a long text"})
@@ -153,7 +165,7 @@ async def test_elicitation_sampling_and_roots_handlers(mcp_server: ServerProcess
 
 
 async def test_server_request_without_handler_gets_an_error(mcp_server: ServerProcess) -> None:
-    async with ResilientClient(mcp_server.url) as client:
+    async with ResilientClient(mcp_server.url, protocol_version=HANDSHAKE) as client:
         result = await client.call_tool("summarize", {"text": "x"})
     # The server got a JSON-RPC error back and reports the tool as failed.
     assert result.is_error is True
@@ -167,7 +179,9 @@ async def test_list_changed_notification(mcp_server: ServerProcess) -> None:
         changed.append(kind)
         got_it.set()
 
-    async with ResilientClient(mcp_server.url, list_changed_handler=on_changed) as client:
+    async with ResilientClient(
+        mcp_server.url, protocol_version=HANDSHAKE, list_changed_handler=on_changed
+    ) as client:
         await client.list_tools()
         assert client.cached_tool("echo_it") is None
         await client.call_tool("add_dynamic_tool", {"name": "echo_it"})
@@ -179,7 +193,7 @@ async def test_list_changed_notification(mcp_server: ServerProcess) -> None:
 
 
 async def test_deadline_is_honoured_and_client_stays_usable(mcp_server: ServerProcess) -> None:
-    async with ResilientClient(mcp_server.url) as client:
+    async with ResilientClient(mcp_server.url, protocol_version=HANDSHAKE) as client:
         with anyio.fail_after(10), pytest.raises(RequestTimeoutError, match="within 0.5 s"):
             await client.call_tool("sleep", {"seconds": 5}, timeout=0.5)
         assert (await client.call_tool("add", {"a": 2, "b": 2})).structured_content == {
@@ -192,7 +206,7 @@ async def test_deadline_is_honoured_and_client_stays_usable(mcp_server: ServerPr
 async def test_close_deletes_the_session(mcp_server: ServerProcess) -> None:
     import httpx
 
-    async with ResilientClient(mcp_server.url, listen=False) as client:
+    async with ResilientClient(mcp_server.url, protocol_version=HANDSHAKE, listen=False) as client:
         session_id = client.session_id
         version = client.protocol_version
     assert session_id is not None and version is not None

@@ -15,6 +15,7 @@ import anyio.to_thread
 import pytest
 
 from mcp_resilient import (
+    HANDSHAKE_VERSIONS,
     Event,
     OutcomeUnknownError,
     RequestTimeoutError,
@@ -23,6 +24,10 @@ from mcp_resilient import (
 )
 from tests.rig import ServerCluster, ServerProcess
 from tests.rig.ops import executions, increment_killed_mid_call, open_gate, wait_until
+
+# Sessions, resume_session and Last-Event-ID exist only in the handshake era; the
+# stateless era is covered by test_eras.py and test_failover_stateless.py.
+HANDSHAKE = HANDSHAKE_VERSIONS[0]
 
 pytestmark = pytest.mark.anyio
 
@@ -45,7 +50,9 @@ def survivor(cluster: ServerCluster, *not_these: ServerProcess) -> ServerProcess
 
 async def test_kill_mid_call_non_idempotent_never_runs_twice(mcp_cluster: ServerCluster) -> None:
     events: list[Event] = []
-    async with ResilientClient(mcp_cluster.urls, on_event=events.append) as client:
+    async with ResilientClient(
+        mcp_cluster.urls, protocol_version=HANDSHAKE, on_event=events.append
+    ) as client:
         await client.list_tools()
         victim = victim_of(mcp_cluster, client)
         other = survivor(mcp_cluster, victim)
@@ -73,7 +80,7 @@ async def test_kill_mid_call_safe_calls_complete_elsewhere(
     """A read-only tool (by annotation) and a call the caller marks idempotent are re-sent."""
     gate = uuid.uuid4().hex
     call_id = uuid.uuid4().hex
-    async with ResilientClient(mcp_cluster.urls) as client:
+    async with ResilientClient(mcp_cluster.urls, protocol_version=HANDSHAKE) as client:
         await client.list_tools()  # slow_progress is annotated read-only
         victim = victim_of(mcp_cluster, client)
         other = survivor(mcp_cluster, victim)
@@ -121,7 +128,9 @@ async def test_session_on_killed_backend_resumes_counter_and_notes(
     mcp_cluster: ServerCluster,
 ) -> None:
     events: list[Event] = []
-    async with ResilientClient(mcp_cluster.urls, on_event=events.append) as client:
+    async with ResilientClient(
+        mcp_cluster.urls, protocol_version=HANDSHAKE, on_event=events.append
+    ) as client:
         for i in range(3):
             await client.call_tool("increment", {"by": 1})
             await client.call_tool("add_note", {"text": f"note {i}"})
@@ -148,7 +157,9 @@ async def test_session_on_killed_backend_resumes_counter_and_notes(
 
 
 async def test_resume_can_be_turned_off(mcp_cluster: ServerCluster) -> None:
-    async with ResilientClient(mcp_cluster.urls, resume_tool=None) as client:
+    async with ResilientClient(
+        mcp_cluster.urls, protocol_version=HANDSHAKE, resume_tool=None
+    ) as client:
         await client.call_tool("increment", {"by": 5})
         victim_of(mcp_cluster, client).kill()
         with anyio.fail_after(BOUND):
@@ -159,7 +170,9 @@ async def test_resume_can_be_turned_off(mcp_cluster: ServerCluster) -> None:
 
 async def test_all_down_then_one_back(mcp_cluster: ServerCluster) -> None:
     policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.5)
-    async with ResilientClient(mcp_cluster.urls, retry=policy) as client:
+    async with ResilientClient(
+        mcp_cluster.urls, protocol_version=HANDSHAKE, retry=policy
+    ) as client:
         await client.call_tool("increment", {"by": 2})
         for server in mcp_cluster:
             server.kill()
@@ -186,7 +199,7 @@ def _retried(client: ResilientClient, times: int) -> Any:
 
 
 async def test_all_down_with_short_deadline_fails_clearly(mcp_cluster: ServerCluster) -> None:
-    async with ResilientClient(mcp_cluster.urls) as client:
+    async with ResilientClient(mcp_cluster.urls, protocol_version=HANDSHAKE) as client:
         for server in mcp_cluster:
             server.kill()
         with anyio.fail_after(BOUND), pytest.raises(RequestTimeoutError) as info:
@@ -204,9 +217,9 @@ async def test_open_fails_clearly_when_nothing_is_up() -> None:
         anyio.fail_after(BOUND),
         pytest.raises(RequestTimeoutError, match="could not open a session"),
     ):
-        async with ResilientClient(urls, timeout=1.0):
+        async with ResilientClient(urls, protocol_version=HANDSHAKE, timeout=1.0):
             pass
     policy = RetryPolicy(max_attempts=3, initial_backoff=0.01)
     with anyio.fail_after(BOUND), pytest.raises(ConnectError, match="after 3 attempts over 2"):
-        async with ResilientClient(urls, timeout=BOUND, retry=policy):
+        async with ResilientClient(urls, protocol_version=HANDSHAKE, timeout=BOUND, retry=policy):
             pass

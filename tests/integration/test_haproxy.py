@@ -15,9 +15,13 @@ import httpx
 import pytest
 
 from examples._haproxy import HAProxyProcess
-from mcp_resilient import Event, OutcomeUnknownError, ResilientClient
+from mcp_resilient import HANDSHAKE_VERSIONS, Event, OutcomeUnknownError, ResilientClient
 from tests.rig import ServerCluster, ServerProcess
 from tests.rig.ops import increment_killed_mid_call, open_gate
+
+# Sessions, resume_session and Last-Event-ID exist only in the handshake era; the
+# stateless era is covered by test_eras.py and test_failover_stateless.py.
+HANDSHAKE = HANDSHAKE_VERSIONS[0]
 
 pytestmark = pytest.mark.anyio
 
@@ -67,7 +71,7 @@ async def test_edge_validation_of_accept(haproxy: HAProxyProcess) -> None:
 async def test_sessions_stick_to_their_backend(
     haproxy: HAProxyProcess, mcp_cluster: ServerCluster
 ) -> None:
-    async with ResilientClient(haproxy.url) as client:
+    async with ResilientClient(haproxy.url, protocol_version=HANDSHAKE) as client:
         first = await backend_of(client, mcp_cluster)
         for _ in range(5):
             assert await backend_of(client, mcp_cluster) is first
@@ -77,7 +81,9 @@ async def test_backend_kill_resumes_state_through_haproxy(
     haproxy: HAProxyProcess, mcp_cluster: ServerCluster
 ) -> None:
     events: list[Event] = []
-    async with ResilientClient(haproxy.url, on_event=events.append) as client:
+    async with ResilientClient(
+        haproxy.url, protocol_version=HANDSHAKE, on_event=events.append
+    ) as client:
         for i in range(3):
             await client.call_tool("increment", {"by": 1})
             await client.call_tool("add_note", {"text": f"n{i}"})
@@ -102,7 +108,7 @@ async def test_backend_kill_resumes_state_through_haproxy(
 async def test_kill_mid_call_through_haproxy(
     haproxy: HAProxyProcess, mcp_cluster: ServerCluster
 ) -> None:
-    async with ResilientClient(haproxy.url) as client:
+    async with ResilientClient(haproxy.url, protocol_version=HANDSHAKE) as client:
         await client.list_tools()
         victim = await backend_of(client, mcp_cluster)
         other = next(s for s in mcp_cluster if s is not victim)

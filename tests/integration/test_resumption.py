@@ -43,6 +43,7 @@ import pytest
 
 from examples._haproxy import HAProxyProcess, haproxy_path
 from mcp_resilient import (
+    HANDSHAKE_VERSIONS,
     ClientStats,
     Event,
     MCPError,
@@ -62,6 +63,10 @@ from tests.rig.faultproxy import (
     RequestHead,
     random_cuts,
 )
+
+# Sessions, resume_session and Last-Event-ID exist only in the handshake era; the
+# stateless era is covered by test_eras.py and test_failover_stateless.py.
+HANDSHAKE = HANDSHAKE_VERSIONS[0]
 
 pytestmark = pytest.mark.anyio
 
@@ -119,6 +124,9 @@ def resumable_server(tmp_path: Path) -> Generator[ServerProcess, None, None]:
             "MCP_RETRY_MS": str(RETRY_MS),
             "MCP_EVENT_STORE": "memory",
             "STATE_DB": str(tmp_path / "state.sqlite3"),
+            # These tests are about SSE resumption alone: without the idempotency ledger a
+            # call whose stream cannot be resumed ends there, instead of being re-sent.
+            "MCP_IDEMPOTENCY": "0",
         },
         log_path=tmp_path / "logs" / "resumable.log",
     )
@@ -305,7 +313,9 @@ async def run_stress(url: str, calls: int) -> StressRun:
 
     async with AsyncExitStack() as stack:
         clients = [
-            await stack.enter_async_context(ResilientClient(url, on_event=run.on_event))
+            await stack.enter_async_context(
+                ResilientClient(url, protocol_version=HANDSHAKE, on_event=run.on_event)
+            )
             for _ in range(CLIENTS)
         ]
         async with anyio.create_task_group() as group:
@@ -405,7 +415,9 @@ async def test_interrupted_initialize_answer_is_resumed_on_its_session(
     events: list[Event] = []
     async with (
         FaultProxy(resumable_server.host, resumable_server.port, policy=policy) as proxy,
-        ResilientClient(proxy.url, listen=False, on_event=events.append) as client,
+        ResilientClient(
+            proxy.url, protocol_version=HANDSHAKE, listen=False, on_event=events.append
+        ) as client,
     ):
         session_id = client.session_id
         stats = client.stats
@@ -470,7 +482,9 @@ async def test_graceful_close_without_new_events_gives_up_at_the_cap(
         intercept=closer.intercept,
     ) as proxy:
         try:
-            async with ResilientClient(proxy.url, listen=False, on_event=events.append) as client:
+            async with ResilientClient(
+                proxy.url, protocol_version=HANDSHAKE, listen=False, on_event=events.append
+            ) as client:
                 session_id = client.session_id
                 closer.armed = True
                 with anyio.fail_after(BOUND), pytest.raises(OutcomeUnknownError) as caught:
@@ -516,7 +530,9 @@ async def test_graceful_close_cap_on_a_read_only_call_sends_it_again(
             policy=closer.policy,
             intercept=closer.intercept,
         ) as proxy,
-        ResilientClient(proxy.url, listen=False, on_event=events.append) as client,
+        ResilientClient(
+            proxy.url, protocol_version=HANDSHAKE, listen=False, on_event=events.append
+        ) as client,
     ):
         closer.armed = True
         with anyio.fail_after(BOUND):

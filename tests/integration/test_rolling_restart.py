@@ -16,8 +16,12 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from mcp_resilient import OutcomeUnknownError, ResilientClient, RetryPolicy
+from mcp_resilient import HANDSHAKE_VERSIONS, OutcomeUnknownError, ResilientClient, RetryPolicy
 from tests.rig import ServerCluster, ServerProcess
+
+# Sessions, resume_session and Last-Event-ID exist only in the handshake era; the
+# stateless era is covered by test_eras.py and test_failover_stateless.py.
+HANDSHAKE = HANDSHAKE_VERSIONS[0]
 
 pytestmark = pytest.mark.anyio
 
@@ -45,7 +49,9 @@ class Worker:
 
 async def run_worker(worker: Worker, urls: list[str], stop: anyio.Event) -> None:
     policy = RetryPolicy(initial_backoff=0.02, max_backoff=0.5)
-    async with ResilientClient(urls, retry=policy, timeout=60) as client:
+    async with ResilientClient(
+        urls, protocol_version=HANDSHAKE, retry=policy, timeout=60
+    ) as client:
         for _ in range(MAX_CALLS_PER_WORKER):
             if stop.is_set():
                 break

@@ -1,7 +1,7 @@
 """Policy values: backoff, retry budget, failure classes, tool safety and the endpoint pool.
 
 Pure unit tests: no network, no fake server. They pin the numbers and decisions that the
-retry loop in ``ResilientClient._call`` builds on.
+retry loop in ``Recovery.call`` (``_recovery.py``) builds on.
 """
 
 from __future__ import annotations

@@ -532,7 +532,8 @@ async def test_404_on_initialize_without_a_session_is_final(mcp_mock: MockMCPSer
                 pass
     assert caught.value.status_code == 404
     assert not isinstance(caught.value, SessionExpiredError)
-    assert len(mcp_mock.requests) == 1
+    # "auto": the server/discover probe, then the handshake it falls back to; no retry.
+    assert [r.method for r in mcp_mock.requests] == ["server/discover", "initialize"]
 
 
 async def test_deadline_ends_an_outage_that_never_ends(mcp_mock: MockMCPServer) -> None:
@@ -703,10 +704,12 @@ async def test_recovery_retries_a_refused_handshake(mcp_mock: MockMCPServer) -> 
     inits = mcp_mock.requests_for("initialize")
     assert [r.status for r in inits] == [200, 503, 503, 200]
     assert all(r.session_id is None for r in inits)
+    # Each retry is reported once it has somewhere to go: the handshake's two first, then
+    # the call's, on the new session.
     assert [e.detail["method"] for e in events.of("retry")] == [
+        "initialize",
+        "initialize",
         "tools/call",
-        "initialize",
-        "initialize",
     ]
     assert len(tools_calls(mcp_mock, "resume_session")) == 1
 

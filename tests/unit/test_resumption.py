@@ -28,7 +28,7 @@ from mcp_resilient import (
     StreamEndedError,
     TransportError,
 )
-from mcp_resilient import _session as session_module
+from mcp_resilient import _exchange as session_module
 from mcp_resilient.testing import MockMCPServer, RecordedRequest, ToolContext
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +64,7 @@ class Progress:
 
 
 class SleepSpy(ModuleType):
-    """Stands in for ``anyio`` inside ``mcp_resilient._session``: records every sleep.
+    """Stands in for ``anyio`` inside ``mcp_resilient._exchange``: records every sleep.
 
     With ``real=False`` the sleeps take no time (a fake clock), so tests can check the
     client's own backoff without waiting for it.
@@ -712,8 +712,8 @@ async def test_listen_stream_reconnects_are_never_faster_than_the_floor(
 ) -> None:
     """A server polling the listen stream with `retry: 0` (a new id, then close, each time)."""
     from mcp_resilient._events import EventSink
+    from mcp_resilient._exchange import _LISTEN_MIN_RECONNECT_SECONDS, Session
     from mcp_resilient._handlers import Handlers
-    from mcp_resilient._session import _LISTEN_MIN_RECONNECT_SECONDS, Session
     from mcp_resilient._transports import StreamCursor
 
     class PollingWire:

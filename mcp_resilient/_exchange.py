@@ -1,9 +1,14 @@
-"""One MCP session on one endpoint: JSON-RPC correlation over the HTTP wire.
+"""The exchange layer: one request and its answer over one wire.
 
-The session sends requests and notifications, routes whatever comes back
-(responses, server notifications, server requests) and keeps every wait inside
-the caller's deadline. What differs between protocol eras (handshake, headers,
-listen stream) is delegated to an ``Era`` object.
+Layers, bottom up: the wire (``_transports``), this exchange, the eras (``_eras``), the
+recovery layer (``_recovery``), the public client (``_client``). A ``Session`` correlates
+JSON-RPC over one endpoint: it sends requests and notifications, reads the SSE answer
+(resuming it with a GET when the stream breaks), routes whatever else comes back (server
+notifications and requests, the listen stream) and keeps every wait inside the caller's
+deadline. It decides nothing about retries or endpoints: a failure is raised, typed, for
+the recovery layer. What differs between protocol eras (handshake, headers, listen
+stream) is delegated to the ``Era`` it is given, known here only as a type, so the eras
+build on the exchange and never the other way round.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ import logging
 import random
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types
 from anyio.abc import TaskGroup
 
-from ._eras._handshake import valid_session_id
+from ._background import Background
 from ._events import EventSink
 from ._handlers import Handlers, ProgressHandler, ServerRequestError, call_progress
+from ._headers import valid_session_id
 from ._transports import HTTPWire, StreamCursor
 from .errors import (
     ConnectError,
@@ -54,6 +62,30 @@ _LISTEN_MAX_IDLE_RECONNECTS = 5
 _LISTEN_MIN_RECONNECT_SECONDS = 0.1
 """Least pause between listen reconnects, whatever the server's `retry:` says."""
 
+_RESUME_MIN_RECONNECT_SECONDS = _LISTEN_MIN_RECONNECT_SECONDS
+"""Least pause between reconnects of an answer stream once a reconnect brought no message:
+`retry: 0` with a new priming id each time must not spin GETs until the deadline."""
+
+MAX_SERVER_REQUESTS = 32
+"""Server requests handled at once (each ends in a reply POST); the excess is shed.
+
+A flood of server requests (thousands of pings on the listen stream) must not take the
+connection pool and the event loop from the caller's own calls."""
+
+
+@dataclass(slots=True, eq=False)
+class InFlight:
+    """One call in progress, as the client sees it: ``aclose`` cancels its scope, and its
+    deadline asks whether the request went out (``sent``) and under which id."""
+
+    scope: anyio.CancelScope | None = None
+    sent: bool = False
+    request_id: int | str | None = None
+
+
+CURRENT_CALL: ContextVar[InFlight | None] = ContextVar("mcp_resilient_call", default=None)
+"""The call the current task is making (set by the client around each call)."""
+
 
 def _resumable_break(exc: TransportError) -> bool:
     """A broken connection can be resumed; bad data or an HTTP refusal cannot."""
@@ -85,7 +117,7 @@ class Session:
         wire: HTTPWire,
         era: Era,
         handlers: Handlers,
-        task_group: TaskGroup,
+        task_group: TaskGroup | Background,
         events: EventSink,
     ) -> None:
         self.wire = wire
@@ -100,6 +132,8 @@ class Session:
         self._pending: dict[int | str, _Pending] = {}
         self._progress: dict[int | str, ProgressHandler] = {}
         self._server_requests: dict[int | str, anyio.CancelScope] = {}
+        self._handling = 0  # server requests being handled or answered right now
+        self._shed = 0  # server requests dropped since the last report
         self._listen_scope: anyio.CancelScope | None = None
 
     @property
@@ -124,6 +158,9 @@ class Session:
     ) -> dict[str, Any]:
         """Send a request and return its ``result``; raise a typed error otherwise."""
         rid = next(self._ids)
+        call = CURRENT_CALL.get()
+        if call is not None:
+            call.request_id = rid  # the caller's deadline may need to name it
         if progress_handler is not None:
             params = dict(params or {})
             meta = dict(params.get("_meta") or {})
@@ -158,6 +195,10 @@ class Session:
             raise
         except MCPError as exc:
             exc.request_id = rid
+            translated = self.era.translate_error(exc)
+            if translated is not exc:
+                translated.request_id = rid
+                raise translated from exc
             raise
         finally:
             self._pending.pop(rid, None)
@@ -198,7 +239,10 @@ class Session:
     ) -> None:
         method = message["method"]
         stream = self.wire.post(
-            message, self.era.headers(method), session_id=self.session_id, cursor=cursor
+            message,
+            self.era.headers(method, message.get("params")),
+            session_id=self.session_id,
+            cursor=cursor,
         )
         try:
             async for incoming in stream:
@@ -252,6 +296,7 @@ class Session:
         """Reconnect with GET + Last-Event-ID until the response arrives or the cap is hit."""
         method, rid = message["method"], message["id"]
         idle = 0
+        quiet = 0  # reconnects in a row that brought no message (at most new ids)
         while pending.message is None:
             if cursor.last_event_id is None:
                 raise StreamEndedError(
@@ -270,6 +315,10 @@ class Session:
                 )
             if cursor.retry_ms is not None:
                 delay = cursor.retry_ms / 1000
+                if quiet:
+                    # A floor, as for the listen stream: a server answering every reconnect
+                    # with a new priming id and `retry: 0` must not get a GET loop.
+                    delay = max(delay, _RESUME_MIN_RECONNECT_SECONDS)
             else:
                 delay = random.uniform(0, min(10.0, 0.1 * 2**idle))
             await anyio.sleep(delay)
@@ -292,8 +341,10 @@ class Session:
                         endpoint=self.endpoint,
                         session_id=self.session_id,
                     )
+                quiet += 1
                 async with aclosing(stream):
                     async for incoming in stream:
+                        quiet = 0
                         await self.dispatch(incoming)
                         if pending.message is not None:
                             return
@@ -361,6 +412,10 @@ class Session:
             logger.warning("dropping %s with non-object params from %s", method, self.endpoint)
             return
         if "id" in message:
+            if self._handling >= MAX_SERVER_REQUESTS:
+                await self._shed_server_request(method)
+                return
+            self._handling += 1
             self.task_group.start_soon(self._answer_server_request, message["id"], method, params)
         else:
             await self._on_notification(method, params)
@@ -394,7 +449,41 @@ class Session:
         except Exception:
             logger.exception("handler for %s from %s raised", method, self.endpoint)
 
+    async def _shed_server_request(self, method: str) -> None:
+        """Drop a server request over the limit (no reply: a reply would cost a POST too)."""
+        self._shed += 1
+        if self._shed == 1:
+            await self.events.emit(
+                "server_requests_shed",
+                endpoint=self.endpoint,
+                session_id=self.session_id,
+                method=method,
+                limit=MAX_SERVER_REQUESTS,
+                dropped=1,
+            )
+
     async def _answer_server_request(
+        self, rid: Any, method: str, params: dict[str, Any] | None
+    ) -> None:
+        try:
+            await self._handle_server_request(rid, method, params)
+        finally:
+            self._handling -= 1
+            if self._handling == 0 and self._shed > 1:
+                # The burst is over: say how much of it was dropped.
+                dropped, self._shed = self._shed, 0
+                await self.events.emit(
+                    "server_requests_shed",
+                    endpoint=self.endpoint,
+                    session_id=self.session_id,
+                    method=method,
+                    limit=MAX_SERVER_REQUESTS,
+                    dropped=dropped,
+                )
+            elif self._handling == 0:
+                self._shed = 0
+
+    async def _handle_server_request(
         self, rid: Any, method: str, params: dict[str, Any] | None
     ) -> None:
         reply: dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
@@ -457,6 +546,17 @@ class Session:
                     return
                 except TransportError as exc:
                     logger.debug("listen stream on %s broke: %s", self.endpoint, exc)
+                except Exception as exc:
+                    # Anything else (a bug, bad bytes httpx or the parser choke on) is a
+                    # broken stream too: it must never reach the caller's code.
+                    logger.debug("listen stream on %s failed", self.endpoint, exc_info=True)
+                    await self.events.emit(
+                        "background_error",
+                        endpoint=self.endpoint,
+                        session_id=self.session_id,
+                        task="listen",
+                        error=f"{exc.__class__.__name__}: {exc}"[:500],
+                    )
                 progressed = (cursor.last_event_id, cursor.events) != seen
                 idle = 0 if progressed else idle + 1
                 if cursor.retry_ms is not None:
@@ -467,6 +567,12 @@ class Session:
                     delay = random.uniform(0, min(30.0, 0.5 * 2**idle))
                 await anyio.sleep(delay)
             if idle >= _LISTEN_MAX_IDLE_RECONNECTS:
+                await self.events.emit(
+                    "listen_lost",
+                    endpoint=self.endpoint,
+                    session_id=self.session_id,
+                    reconnects=idle,
+                )
                 logger.info(
                     "listen stream on %s: giving up after %d idle reconnects", self.endpoint, idle
                 )

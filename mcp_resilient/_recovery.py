@@ -1,0 +1,905 @@
+"""The recovery layer: every decision about keeping a call going, in one place.
+
+Layers, bottom up: the wire (``_transports``), the exchange of one request
+(``_exchange``), the protocol eras (``_eras``), this layer, the public client
+(``_client``). Here: getting a usable connection (endpoint choice, negotiation, session
+establishment and replacement, carrying the old session's state over with the resume
+tool), new-era per-request routing (``_routing``), backoff and the retry budget, endpoint
+failure accrual and probing, and the one "may this be re-sent, or is its outcome unknown?"
+decision (with ``_classify``). The client above only states what to call and by when.
+Nothing here imports the client: what it needs from above (listing tools to read their
+annotations) is handed in as a callable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import httpx
+import mcp_types
+from pydantic import ValidationError
+
+from ._background import Background
+from ._classify import (
+    IDEMPOTENCY_META_KEY,
+    LEDGER_STARTED_NOT_FINISHED,
+    SAFE_METHODS,
+    Failure,
+    classify,
+    honours_idempotency_keys,
+    tool_is_safe,
+)
+from ._eras import Era, Negotiator, StatelessEra, StatelessSession
+from ._events import EventSink
+from ._exchange import CURRENT_CALL, InFlight, Session
+from ._handlers import Handlers, ProgressHandler
+from ._policy import RetryPolicy, TokenBucket
+from ._pool import Endpoint, EndpointPool
+from ._routing import StatelessRoutes
+from ._transports import SSE_ACCEPT, HTTPWire
+from .errors import (
+    ClientClosedError,
+    ConnectError,
+    HTTPStatusError,
+    MCPError,
+    OutcomeUnknownError,
+    OutcomeUnknownTimeoutError,
+    ProtocolError,
+    RequestTimeoutError,
+    ResumeFailedError,
+    ServerError,
+)
+
+__all__ = ["ClientStats", "ListedBytes", "Recovery", "end_session", "new_key"]
+
+logger = logging.getLogger("mcp_resilient")
+
+MAX_PAGES = 10_000
+MAX_LISTED_BYTES = 32 * 1024 * 1024
+"""Cap on the JSON of all pages of one list call: endless cursors must not fill memory."""
+_LISTEN_READY_SECONDS = 2.0
+_LISTEN_READY_SHARE = 0.2
+"""The wait for the listen stream takes at most this share of what is left of the deadline
+(and at most ``_LISTEN_READY_SECONDS``): a GET that withholds its headers must not fail
+the open."""
+CLOSE_SECONDS = 5.0
+"""Bound on each step of closing (the DELETE, stopping background tasks)."""
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters for dashboards and tests: what the client had to do to keep going."""
+
+    attempts: int = 0
+    retries: int = 0
+    failovers: int = 0
+    sessions: int = 0
+    sessions_lost: int = 0
+    resumes: int = 0
+    resume_failures: int = 0
+    outcome_unknown: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class _Lost:
+    """The session we lost, so its successor can take over its state."""
+
+    session_id: str | None
+    endpoint: str
+
+
+def new_key() -> str:
+    """A fresh idempotency key."""
+    # 122 random bits: unguessable, so the key is also the secret that guards its result.
+    return uuid.uuid4().hex
+
+
+class ListedBytes:
+    """Counts what one list call has taken in, and stops it at ``MAX_LISTED_BYTES``."""
+
+    __slots__ = ("method", "pages", "total")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.pages = 0
+        self.total = 0
+
+    def add(self, size: int, endpoint: str | None, session_id: str | None) -> None:
+        self.pages += 1
+        self.total += size
+        if self.total > MAX_LISTED_BYTES:
+            raise ProtocolError(
+                f"{self.method} sent more than {MAX_LISTED_BYTES} bytes over {self.pages}"
+                " pages and still has a next cursor; stopped listing",
+                endpoint=endpoint,
+                session_id=session_id,
+                hint="The server's list never ends or is far larger than any real one",
+            )
+
+
+async def end_session(session: Session) -> None:
+    """Stop a session's background work and DELETE it (bounded; never raises)."""
+    session.stop()
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SECONDS):
+        try:
+            await session.era.close(session)
+        except MCPError as exc:
+            logger.debug("DELETE of session %s failed: %s", session.session_id, exc)
+
+
+class Recovery:
+    """The connection a client calls through, and every decision that keeps it usable.
+
+    One per client. ``attach`` hands it the HTTP pool and the background task group when
+    the client opens; ``detach`` when it closes (probes then stop).
+    """
+
+    def __init__(
+        self,
+        endpoints: tuple[str, ...],
+        *,
+        policy: RetryPolicy,
+        headers: Mapping[str, str],
+        auth: httpx.Auth | None,
+        max_event_bytes: int,
+        handlers: Handlers,
+        events: EventSink,
+        negotiator: Negotiator,
+        listen: bool,
+        resume_tool: str | None,
+        trust_annotations: bool,
+        on_resume_failure: Literal["raise", "ignore"],
+        stats: ClientStats,
+        list_tools: Callable[[float], Awaitable[object]],
+    ) -> None:
+        self.endpoints = endpoints
+        self.policy = policy
+        self.headers = headers
+        self.auth = auth
+        self.max_event_bytes = max_event_bytes
+        self.handlers = handlers
+        self.events = events
+        self.listen = listen
+        self.resume_tool = resume_tool
+        self.trust_annotations = trust_annotations
+        self.on_resume_failure = on_resume_failure
+        self.stats = stats
+        self._list_tools = list_tools
+        self.open = False
+        self.http: httpx.AsyncClient | None = None
+        self.background: Background | None = None
+        self.lock: anyio.Lock | None = None
+        self.session: Session | None = None
+        self.init: mcp_types.InitializeResult | None = None
+        self.lost: _Lost | None = None
+        self.resume_error: ResumeFailedError | None = None
+        self.tools: dict[str, mcp_types.Tool] = {}
+        self.tools_fresh_until = float("inf")  # from the list results' ttlMs (2026-07-28)
+        self.pool = EndpointPool(endpoints, policy)
+        self.bucket = TokenBucket(policy.budget)
+        self.negotiator = negotiator
+        self.routes = StatelessRoutes(
+            self.pool,
+            self.route_session,
+            lambda url: self.negotiator.known.get(url) != "handshake",
+        )
+
+    def attach(self, http: httpx.AsyncClient, background: Background) -> None:
+        """The client opened: these are the pool and task group to work with."""
+        self.http = http
+        self.background = background
+        self.lock = anyio.Lock()
+        self.open = True
+
+    def detach(self) -> None:
+        """The client is closing (or failed to open): start nothing new."""
+        self.open = False
+
+    # -- facts about the connection ------------------------------------------------
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.session.endpoint if self.session else None
+
+    @property
+    def session_id(self) -> str | None:
+        return self.session.session_id if self.session else None
+
+    def stateless(self) -> bool:
+        """Is the current connection in the 2026-07-28 era?"""
+        return self.session is not None and isinstance(self.session.era, StatelessEra)
+
+    def list_changed(self, kind: str) -> None:
+        if kind == "tools":
+            self.tools.clear()
+            self.tools_fresh_until = float("inf")
+
+    # -- a usable connection -------------------------------------------------------
+
+    async def ensure_session(self, deadline: float) -> Session:
+        """The current session, or a new one (shared by every caller waiting on it)."""
+        session = self.session
+        if session is not None:
+            return session
+        assert self.lock is not None, "ensure_session before attach"
+        async with self.lock:
+            if self.session is None:
+                await self.establish(deadline)
+            assert self.session is not None
+            return self.session
+
+    async def establish(self, deadline: float) -> None:
+        """Open a session on the best endpoint, retrying with backoff within the deadline."""
+        lost = self.lost
+        policy = self.policy
+        attempt = 0
+        first_failed: str | None = None
+        retried: dict[str, Any] | None = None  # the failure a retry follows, not yet reported
+        while True:
+            attempt += 1
+            endpoint = self.pool.pick(avoid=lost.endpoint if lost else None)
+            if retried is not None:
+                await self.events.emit("retry", endpoint=endpoint.url, **retried)
+                retried = None
+            try:
+                session = await self.open_session(endpoint.url)
+                break
+            except RequestTimeoutError:
+                raise
+            except MCPError as exc:
+                if classify(exc) is Failure.ANSWERED:
+                    raise
+                first_failed = first_failed or endpoint.url
+                await self.endpoint_failed(endpoint)
+                if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                    raise ConnectError(
+                        f"could not open a session after {attempt} attempts over"
+                        f" {len(self.endpoints)} endpoint(s); last error at {endpoint.url}:"
+                        f" {exc.message}",
+                        endpoint=", ".join(self.endpoints),
+                        hint="Check that at least one server is running",
+                    ) from exc
+                delay = await self.backoff(
+                    attempt, exc, deadline, "initialize", endpoint.url, None, announce=False
+                )
+                retried = {
+                    "method": "initialize",
+                    "attempt": attempt,
+                    "delay": round(delay, 3),
+                    "error": exc.message,
+                    "from_endpoint": endpoint.url,
+                }
+        try:
+            if self.pool.record_success(endpoint):
+                await self.events.emit("endpoint_up", endpoint=endpoint.url)
+            self.stats.sessions += 1
+            await self.events.emit(
+                "session_started",
+                endpoint=session.endpoint,
+                session_id=session.session_id,
+                protocol_version=session.era.protocol_version,
+            )
+            if lost is not None:
+                if lost.endpoint != session.endpoint:
+                    self.stats.failovers += 1
+                    await self.events.emit(
+                        "failover",
+                        endpoint=session.endpoint,
+                        session_id=session.session_id,
+                        from_endpoint=lost.endpoint,
+                    )
+                # The session becomes current only once the old state is in it: calls waiting
+                # on the recovery lock must not run on a half-made session. If this caller's
+                # deadline cuts the resume short, `lost` stays set and the next caller
+                # starts over (a new session, and the resume from the original old id).
+                await self.carry_state(session, lost.session_id)
+                self.lost = None
+            elif first_failed is not None and first_failed != session.endpoint:
+                # Opening moved on from an endpoint that failed: that is a failover too.
+                self.stats.failovers += 1
+                await self.events.emit(
+                    "failover",
+                    endpoint=session.endpoint,
+                    session_id=session.session_id,
+                    from_endpoint=first_failed,
+                )
+        except BaseException:
+            # Not handed out (cancelled, or the deadline passed mid-resume): end it on the
+            # server rather than leave it to expire.
+            await end_session(session)
+            raise
+        self.session = session
+        if self.listen:
+            ready = session.start_listening()
+            # Wait (briefly) for the listen stream, so a server that sends requests outside
+            # any call (e.g. elicitation on the GET stream) finds it open from the first call.
+            # Only a small share of the deadline: a GET that withholds its headers must not
+            # use it up (the open, or the call that reopened, still has work to do).
+            remaining = max(0.0, deadline - anyio.current_time())
+            with anyio.move_on_after(min(_LISTEN_READY_SECONDS, _LISTEN_READY_SHARE * remaining)):
+                await ready.wait()
+
+    async def open_session(self, url: str) -> Session:
+        made: list[Session] = []
+
+        def new_session(kind: type[Session], era: Era) -> Session:
+            made.append(self.new_session(url, kind, era))
+            return made[-1]
+
+        try:
+            session, self.init = await self.negotiator.open(url, new_session)
+        except BaseException as exc:
+            # Cut short (the deadline, a cancel, a bug) after initialize was answered: end
+            # that session on the server rather than leave it behind. A typed failure is
+            # the era's to clean up (it ends a session it gives up on itself).
+            if not isinstance(exc, MCPError):
+                for orphan in made:
+                    if orphan.session_id is not None:
+                        await end_session(orphan)
+            raise
+        return session
+
+    def new_session(self, url: str, kind: type[Session], era: Era) -> Session:
+        assert self.http is not None
+        assert self.background is not None
+        wire = HTTPWire(
+            self.http,
+            url,
+            headers=self.headers,
+            auth=self.auth,
+            max_message_bytes=self.max_event_bytes,
+        )
+        session = kind(wire, era, self.handlers, self.background, self.events)
+        session.on_list_changed.append(self.list_changed)
+        return session
+
+    def route_session(self, url: str) -> Session:
+        """A stateless session to another endpoint, for per-request routing."""
+        return self.new_session(url, StatelessSession, self.negotiator.route_era())
+
+    async def carry_state(self, session: Session, old_session_id: str | None) -> None:
+        """Call the resume tool on the new session so the old session's state moves over."""
+        name = self.resume_tool
+        if name is None or old_session_id is None or old_session_id == session.session_id:
+            return
+        if isinstance(session.era, StatelessEra):
+            return  # no session to carry state into: the new era passes state explicitly
+        try:
+            tools = await self.list_tools_on(session)
+            if name not in tools:
+                logger.info(
+                    "server at %s lists no %r tool: state of session %s is not carried over",
+                    session.endpoint,
+                    name,
+                    old_session_id,
+                )
+                return
+            raw = await session.request(
+                "tools/call",
+                {"name": name, "arguments": {"old_session_id": old_session_id}},
+                timeout=None,
+            )
+            result = mcp_types.CallToolResult.model_validate(raw)
+            if result.is_error:
+                text = " ".join(getattr(block, "text", "") for block in result.content)
+                raise ProtocolError(f"{name} answered with an error: {text or 'no detail'}")
+        except (MCPError, ValidationError) as exc:
+            self.stats.resume_failures += 1
+            await self.events.emit(
+                "resume_failed",
+                endpoint=session.endpoint,
+                session_id=session.session_id,
+                old_session_id=old_session_id,
+                error=str(exc),
+            )
+            if self.on_resume_failure == "raise":
+                self.resume_error = ResumeFailedError(
+                    f"session {old_session_id} was replaced by {session.session_id}, but"
+                    f" {name} failed, so its state may be missing: {exc}",
+                    old_session_id=old_session_id,
+                    endpoint=session.endpoint,
+                    session_id=session.session_id,
+                )
+            return
+        self.stats.resumes += 1
+        await self.events.emit(
+            "session_resumed",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+            old_session_id=old_session_id,
+        )
+
+    async def list_tools_on(self, session: Session) -> dict[str, mcp_types.Tool]:
+        """tools/list straight on one session (no retry loop: used while recovering)."""
+        tools: list[mcp_types.Tool] = []
+        cursor: str | None = None
+        listed = ListedBytes("tools/list")
+        for _ in range(MAX_PAGES):
+            raw = await session.request(
+                "tools/list", {"cursor": cursor} if cursor else None, timeout=None
+            )
+            listed.add(len(json.dumps(raw, separators=(",", ":"))), self.endpoint, self.session_id)
+            page = mcp_types.ListToolsResult.model_validate(raw)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self.tools = {tool.name: tool for tool in tools}
+        return self.tools
+
+    # -- endpoints, sessions, backoff ----------------------------------------------
+
+    async def endpoint_failed(self, endpoint: Endpoint) -> None:
+        self.bucket.on_failure()
+        if self.pool.record_failure(endpoint):
+            await self.events.emit(
+                "endpoint_down", endpoint=endpoint.url, down_for=round(endpoint.down_interval, 3)
+            )
+            if not endpoint.probing and self.open and self.background is not None:
+                endpoint.probing = True
+                self.background.start_soon(self.probe, endpoint)
+
+    async def probe(self, endpoint: Endpoint) -> None:
+        """Bring a down endpoint back as soon as it answers HTTP again."""
+        assert self.http is not None
+        try:
+            while self.open and endpoint.down_until > 0:
+                await anyio.sleep(max(0.0, endpoint.down_until - time.monotonic()))
+                if endpoint.down_until == 0:
+                    return  # a real call succeeded there meanwhile
+                alive = False
+                with anyio.move_on_after(2):
+                    try:
+                        request = self.http.build_request(
+                            "GET", endpoint.url, headers={**self.headers, "Accept": SSE_ACCEPT}
+                        )
+                        response = await self.http.send(request, stream=True)
+                        await response.aclose()
+                        alive = True
+                    except httpx.HTTPError:
+                        alive = False
+                if alive:
+                    self.pool.record_success(endpoint)
+                    await self.events.emit("endpoint_up", endpoint=endpoint.url, probe=True)
+                    return
+                self.pool.mark_down(endpoint)
+        finally:
+            endpoint.probing = False
+
+    async def drop_session(self, session: Session, failure: Failure, exc: MCPError) -> None:
+        """Forget a failed session (only if it is still the current one: generation guard)."""
+        session = self.routes.owner(session)
+        if self.session is not session:
+            return
+        self.session = None
+        self.lost = _Lost(session.session_id, session.endpoint)
+        self.stats.sessions_lost += 1
+        session.stop()
+        await self.events.emit(
+            "session_lost",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+            reason=failure.value,
+            error=exc.message,
+        )
+
+    async def backoff(
+        self,
+        attempt: int,
+        exc: MCPError,
+        deadline: float,
+        method: str,
+        endpoint: str | None,
+        session_id: str | None,
+        *,
+        announce: bool = True,
+    ) -> float:
+        """Wait before the next attempt; ``announce=False`` leaves the ``retry`` event to
+        the caller, which emits it once it knows where the retry goes."""
+        policy = self.policy
+        delay = policy.backoff(attempt)
+        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        if self.bucket.throttled:
+            delay = max(delay, policy.max_backoff)
+        if anyio.current_time() + delay >= deadline:
+            what = "could not open a session" if method == "initialize" else method
+            raise RequestTimeoutError(
+                f"{what}: gave up before the deadline, which comes before the next retry"
+                f" (in {delay:.2f} s) could be made; last error: {exc.message}",
+                endpoint=endpoint,
+                session_id=session_id,
+                hint="Pass a larger timeout= to ride out longer outages",
+            ) from exc
+        self.stats.retries += 1
+        if announce:
+            await self.events.emit(
+                "retry",
+                endpoint=endpoint,
+                session_id=session_id,
+                method=method,
+                attempt=attempt,
+                delay=round(delay, 3),
+                error=exc.message,
+            )
+        await anyio.sleep(delay)
+        return delay
+
+    # -- one call, kept going ------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        deadline: float,
+        progress_handler: ProgressHandler | None,
+        idempotent: bool | None,
+    ) -> tuple[dict[str, Any], Session]:
+        """One call with retries: classify each failure, re-send only what is safe.
+
+        Once an attempt has left the call in doubt, giving up for any later reason (the
+        re-sends refused, attempts or deadline used up) still says "outcome unknown",
+        unless a second run is known to be harmless.
+        """
+        doubts: list[tuple[Session, MCPError]] = []
+        try:
+            return await self._attempts(
+                method, params, deadline, progress_handler, idempotent, doubts
+            )
+        except OutcomeUnknownError:
+            raise
+        except MCPError as exc:
+            if not doubts or self.known_safe(method, params, idempotent):
+                raise
+            raise await self.gave_up_in_doubt(method, params, doubts[0], exc) from exc
+
+    async def _attempts(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        deadline: float,
+        progress_handler: ProgressHandler | None,
+        idempotent: bool | None,
+        doubts: list[tuple[Session, MCPError]],
+    ) -> tuple[dict[str, Any], Session]:
+        policy = self.policy
+        attempt = 0
+        doubt: tuple[Session, MCPError] | None = None  # the first failure that left it in doubt
+        retried: dict[str, Any] | None = None  # the failure a retry follows, not yet reported
+        flight = CURRENT_CALL.get()
+        while True:
+            attempt += 1
+            self.stats.attempts += 1
+            session = self.routes.route(await self.ensure_session(deadline))
+            if retried is not None:
+                # Reported once it has somewhere to go: the endpoint and session it runs on.
+                await self.events.emit(
+                    "retry", endpoint=session.endpoint, session_id=session.session_id, **retried
+                )
+                retried = None
+            if self.resume_error is not None:
+                # The state did not move to this session: say so before running anything.
+                error, self.resume_error = self.resume_error, None
+                raise error
+            endpoint = self.pool.get(session.endpoint)
+            endpoint.in_flight += 1
+            if flight is not None:
+                flight.sent = True  # from here on, a deadline leaves it in doubt
+            try:
+                raw = await session.request(
+                    method, params, timeout=None, progress_handler=progress_handler
+                )
+            except RequestTimeoutError:
+                raise
+            except MCPError as exc:
+                failure = classify(exc)
+                if flight is not None and failure is not Failure.IN_DOUBT and doubt is None:
+                    flight.sent = False  # refused or answered: it did not run (or we know)
+                if failure is Failure.ANSWERED:
+                    if await self.ledger_lost_run(
+                        method, params, idempotent, deadline, exc, doubt or (session, exc)
+                    ):
+                        continue  # safe without the ledger: re-run under a fresh key
+                    raise
+                if failure is Failure.IN_DOUBT and doubt is None:
+                    doubt = (session, exc)
+                    doubts.append(doubt)
+                if failure is not Failure.SESSION_LOST:
+                    await self.endpoint_failed(endpoint)
+                if self.session_is_lost(failure, exc, endpoint):
+                    await self.drop_session(session, failure, exc)
+                if failure is Failure.IN_DOUBT and not await self.safe(
+                    method, params, idempotent, deadline
+                ):
+                    raise await self.outcome_unknown(method, params, session, exc) from exc
+                if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                    raise
+                delay = await self.backoff(
+                    attempt,
+                    exc,
+                    deadline,
+                    method,
+                    session.endpoint,
+                    session.session_id,
+                    announce=False,
+                )
+                retried = {
+                    "method": method,
+                    "attempt": attempt,
+                    "delay": round(delay, 3),
+                    "error": exc.message,
+                    "from_endpoint": session.endpoint,
+                    "from_session_id": session.session_id,
+                }
+                continue
+            finally:
+                endpoint.in_flight -= 1
+            self.bucket.on_success()
+            if self.pool.record_success(endpoint):
+                await self.events.emit("endpoint_up", endpoint=endpoint.url)
+            return raw, session
+
+    def session_is_lost(self, failure: Failure, exc: MCPError, endpoint: Endpoint) -> bool:
+        """Does this failure end the session (so the next attempt starts a new one)?"""
+        if failure is Failure.SESSION_LOST:
+            return True
+        if self.stateless():
+            return False  # no session to lose: each request picks its endpoint anyway
+        if isinstance(exc, HTTPStatusError):
+            # A 5xx says nothing about the session itself (a 404 on the retry would), but
+            # once the endpoint is marked down the session should move if it can.
+            return endpoint.down_until > time.monotonic() and len(self.endpoints) > 1
+        if failure is Failure.IN_DOUBT or endpoint.down_until > 0:
+            return True
+        # Connection refused: move now if there is somewhere else to go.
+        return len(self.endpoints) > 1
+
+    # -- "re-send" or "outcome unknown" --------------------------------------------
+
+    async def safe(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        idempotent: bool | None,
+        deadline: float,
+        *,
+        use_key: bool = True,
+    ) -> bool:
+        """May this request be re-sent after an ambiguous failure?
+
+        ``use_key``: count the call's idempotency key (a server that honours keys answers
+        a re-send with the first run's outcome); False asks whether a second run is safe.
+        """
+        if idempotent is False:
+            return False
+        if method in SAFE_METHODS:
+            return True
+        if method != "tools/call" or params is None:
+            return bool(idempotent)
+        name = str(params.get("name"))
+        keyed = (
+            use_key
+            and IDEMPOTENCY_META_KEY in (params.get("_meta") or {})
+            and honours_idempotency_keys(self.init.capabilities if self.init else None)
+        )
+        listed = name in self.tools and time.monotonic() < self.tools_fresh_until
+        if idempotent is None and not keyed and self.trust_annotations and not listed:
+            # The annotations decide, and we have not seen them: look them up (read-only).
+            try:
+                await self._list_tools(max(0.0, deadline - anyio.current_time()))
+            except MCPError as exc:
+                logger.info("could not list tools to check %r's annotations: %s", name, exc)
+                return False
+        return tool_is_safe(
+            name,
+            idempotent=idempotent,
+            trust_annotations=self.trust_annotations,
+            tools=self.tools,
+            keyed=keyed,
+        )
+
+    async def ledger_lost_run(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        idempotent: bool | None,
+        deadline: float,
+        exc: MCPError,
+        doubt: tuple[Session, MCPError],
+    ) -> bool:
+        """The server's ledger says this call's first run started and never finished.
+
+        True: a second run is safe anyway (read-only, idempotent), so the call gets a fresh
+        key and is re-sent. Otherwise ``OutcomeUnknownError``, confirmed by the server.
+        False: ``exc`` is some other answer.
+        """
+        if not (
+            isinstance(exc, ServerError)
+            and exc.code == LEDGER_STARTED_NOT_FINISHED
+            and method == "tools/call"
+            and params is not None
+        ):
+            return False
+        if await self.safe(method, params, idempotent, deadline, use_key=False):
+            params["_meta"] = {**(params.get("_meta") or {}), IDEMPOTENCY_META_KEY: new_key()}
+            return True
+        session, first = doubt
+        raise await self.outcome_unknown(method, params, session, first, confirmed=exc) from exc
+
+    def known_safe(
+        self, method: str, params: dict[str, Any] | None, idempotent: bool | None
+    ) -> bool:
+        """Would running this call a second time be harmless? (No lookups: the deadline
+        has passed.) Not ``safe``: an idempotency key does not count, as the caller's own
+        retry would carry a new one."""
+        if idempotent is not None:
+            return idempotent
+        if method in SAFE_METHODS:
+            return True
+        if method != "tools/call" or params is None:
+            return False
+        return tool_is_safe(
+            str(params.get("name")),
+            idempotent=None,
+            trust_annotations=self.trust_annotations,
+            tools=self.tools,
+        )
+
+    @staticmethod
+    def what(method: str, params: dict[str, Any] | None) -> tuple[str, str | None]:
+        tool = str(params.get("name")) if method == "tools/call" and params else None
+        return (f"{method} of tool {tool!r}" if tool else method), tool
+
+    async def deadline_passed(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        idempotent: bool | None,
+        limit: float | None,
+        flight: InFlight,
+    ) -> RequestTimeoutError:
+        """The call's deadline passed: in doubt if it went out and a second run is not
+        known to be harmless, else a plain timeout."""
+        if flight.sent and not self.known_safe(method, params, idempotent):
+            return await self.timed_out_in_doubt(method, params, limit, flight)
+        return RequestTimeoutError(
+            f"{method} did not complete within {limit:g} s",
+            endpoint=self.endpoint,
+            session_id=self.session_id,
+            hint="Pass a larger timeout= if the server is just slow",
+        )
+
+    async def timed_out_in_doubt(
+        self, method: str, params: dict[str, Any] | None, limit: float | None, flight: InFlight
+    ) -> OutcomeUnknownTimeoutError:
+        """The request went out and the deadline passed: it may have run."""
+        self.stats.outcome_unknown += 1
+        what, tool = self.what(method, params)
+        await self.events.emit(
+            "outcome_unknown",
+            endpoint=self.endpoint,
+            session_id=self.session_id,
+            method=method,
+            tool=tool,
+            request_id=flight.request_id,
+            error=f"no answer within {limit:g} s",
+        )
+        return OutcomeUnknownTimeoutError(
+            f"{what} (request id {flight.request_id}) was sent but did not complete within"
+            f" {limit:g} s: it may have run on the server, so running it again could run it"
+            " twice",
+            method=method,
+            tool=tool,
+            request_id=flight.request_id,
+            stage="sent; the deadline passed before the answer",
+            endpoint=self.endpoint,
+            session_id=self.session_id,
+        )
+
+    def closed_in_flight(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        idempotent: bool | None,
+        flight: InFlight,
+    ) -> ClientClosedError:
+        """A call cut short by ``aclose``: say whether it may have run."""
+        what, _ = self.what(method, params)
+        if flight.sent and not self.known_safe(method, params, idempotent):
+            return ClientClosedError(
+                f"the client was closed while {what} was in flight: it may have run on the server",
+                hint="Check the server's state before running it again",
+            )
+        return ClientClosedError(
+            f"the client was closed while {what} was in flight",
+            hint="Create a new ResilientClient to go on",
+        )
+
+    async def gave_up_in_doubt(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        doubt: tuple[Session, MCPError],
+        last: MCPError,
+    ) -> OutcomeUnknownError:
+        """An earlier attempt may have run, and the re-sends that would have told us failed."""
+        session, first = doubt
+        self.stats.outcome_unknown += 1
+        what, tool = self.what(method, params)
+        await self.events.emit(
+            "outcome_unknown",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+            method=method,
+            tool=tool,
+            request_id=first.request_id,
+            error=f"{first.message}; then {last.message}",
+        )
+        kind = (
+            OutcomeUnknownTimeoutError
+            if isinstance(last, RequestTimeoutError)
+            else OutcomeUnknownError
+        )
+        return kind(
+            f"{what} (request id {first.request_id}) was sent but its answer was lost"
+            f" ({first.message}); re-sending it did not get through ({last.message}),"
+            " so it may have run on the server",
+            method=method,
+            tool=tool,
+            request_id=first.request_id,
+            stage="sent; answer lost, and the re-sends failed",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+        )
+
+    async def outcome_unknown(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        session: Session,
+        exc: MCPError,
+        *,
+        confirmed: MCPError | None = None,
+    ) -> OutcomeUnknownError:
+        self.stats.outcome_unknown += 1
+        tool = str(params.get("name")) if method == "tools/call" and params else None
+        what = f"{method} of tool {tool!r}" if tool else method
+        await self.events.emit(
+            "outcome_unknown",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+            method=method,
+            tool=tool,
+            request_id=exc.request_id,
+            error=exc.message,
+        )
+        if confirmed is not None:
+            # The server's idempotency ledger: it started under this call's key, its runner
+            # stopped before recording a result, and it was not run again.
+            return OutcomeUnknownError(
+                f"{what} (request id {exc.request_id}): the server confirms it started and"
+                f" never finished ({confirmed.message}); it was not run again",
+                method=method,
+                tool=tool,
+                request_id=exc.request_id,
+                stage="started on the server, never finished (confirmed by its ledger)",
+                endpoint=session.endpoint,
+                session_id=session.session_id,
+            )
+        return OutcomeUnknownError(
+            f"{what} (request id {exc.request_id}) was sent but its answer was lost"
+            f" ({exc.message}); it is not known to be safe to send again",
+            method=method,
+            tool=tool,
+            request_id=exc.request_id,
+            stage="sent; connection lost before the answer",
+            endpoint=session.endpoint,
+            session_id=session.session_id,
+        )

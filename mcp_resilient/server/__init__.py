@@ -1,0 +1,64 @@
+"""The server kit: make a FastMCP 4 server a replica clients can fail over to.
+
+```python
+from fastmcp import FastMCP
+from mcp_resilient.server import RedisStore, SQLiteStore, add_resilience
+
+mcp = FastMCP("app")
+add_resilience(mcp, RedisStore("redis://127.0.0.1:6379/0"))   # or SQLiteStore("state.db")
+```
+
+Needs the ``server`` extra (``fastmcp``, ``redis``). See docs/server-kit.md and, for the
+wire contract of idempotency keys, docs/exactly-once.md.
+"""
+
+from __future__ import annotations
+
+from .._classify import (
+    IDEMPOTENCY_CAPABILITY,
+    IDEMPOTENCY_META_KEY,
+    LEDGER_IN_PROGRESS,
+    LEDGER_KEY_CONFLICT,
+    LEDGER_STARTED_NOT_FINISHED,
+    LEDGER_UNAVAILABLE,
+)
+from ._kit import (
+    DEFAULT_SESSION_TTL,
+    REPLAYED_META_KEY,
+    IdempotencyMiddleware,
+    Resilience,
+    SessionState,
+    add_resilience,
+    default_principal,
+    session_state,
+)
+from ._ledger import DEFAULT_LEASE, DEFAULT_RESULT_TTL, DEFAULT_WAIT, Ledger, LedgerError
+from ._redis import RedisStore
+from ._store import LedgerRecord, SQLiteStore, Store, StoreError
+
+__all__ = [
+    "DEFAULT_LEASE",
+    "DEFAULT_RESULT_TTL",
+    "DEFAULT_SESSION_TTL",
+    "DEFAULT_WAIT",
+    "IDEMPOTENCY_CAPABILITY",
+    "IDEMPOTENCY_META_KEY",
+    "LEDGER_IN_PROGRESS",
+    "LEDGER_KEY_CONFLICT",
+    "LEDGER_STARTED_NOT_FINISHED",
+    "LEDGER_UNAVAILABLE",
+    "REPLAYED_META_KEY",
+    "IdempotencyMiddleware",
+    "Ledger",
+    "LedgerError",
+    "LedgerRecord",
+    "RedisStore",
+    "Resilience",
+    "SQLiteStore",
+    "SessionState",
+    "Store",
+    "StoreError",
+    "add_resilience",
+    "default_principal",
+    "session_state",
+]

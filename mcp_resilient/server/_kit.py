@@ -1,0 +1,470 @@
+"""``add_resilience``: the server half of the HAProxy + Redis deployment in one call.
+
+It wires four independent parts onto a FastMCP 4 server, each of which can be turned
+off: the idempotency ledger (middleware, plus the capability that tells clients keys
+are honoured), the ``resume_session`` tool, ``/health`` that checks the store, and an
+SSE event store for the handshake era (in the same Redis when the store is Redis).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import mcp_types
+from fastmcp import Context, FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.server.dependencies import get_access_token
+from fastmcp.server.event_store import EventStore
+from fastmcp.server.extensions import ServerExtension
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import ToolResult
+from mcp.shared.exceptions import MCPError
+from pydantic import TypeAdapter
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .._classify import IDEMPOTENCY_CAPABILITY, IDEMPOTENCY_META_KEY
+from ._ledger import DEFAULT_LEASE, DEFAULT_RESULT_TTL, DEFAULT_WAIT, Ledger, fingerprint
+from ._store import Store, StoreError
+
+__all__ = [
+    "DEFAULT_SESSION_TTL",
+    "REPLAYED_META_KEY",
+    "IdempotencyMiddleware",
+    "Resilience",
+    "SessionState",
+    "add_resilience",
+    "default_principal",
+    "session_state",
+]
+
+logger = logging.getLogger("mcp_resilient.server")
+
+DEFAULT_SESSION_TTL = 24 * 3600.0
+"""Seconds a session's state lives after its last write (sliding)."""
+REPLAYED_META_KEY = "io.github.mcp-resilient/replayed"
+"""Set to ``true`` in ``_meta`` of a result served from the ledger instead of a new run."""
+_OWNER_KEY = "__owner__"
+_HEALTH_TIMEOUT = 2.0
+_MAX_KEY_LENGTH = 255
+_OWNERS_CACHED = 10_000
+_content_adapter: TypeAdapter[list[mcp_types.ContentBlock]] = TypeAdapter(
+    list[mcp_types.ContentBlock]
+)
+
+Principal = Callable[[Context | None], str]
+ResumeSummary = Callable[["SessionState"], Awaitable[Mapping[str, Any]]]
+
+
+def default_principal(_ctx: Context | None = None) -> str:
+    """Who is calling: the access token's issuer and subject (or client id), else ``anonymous``.
+
+    Without authentication there is no identity to bind to: see the trust model in
+    docs/exactly-once.md (the key, or the session id, is then the secret).
+    """
+    token = get_access_token()
+    if token is None:
+        return "anonymous"
+    claims = token.claims or {}
+    subject = claims.get("sub") or token.subject or token.client_id
+    return f"principal:{claims.get('iss', '')}:{subject}"
+
+
+def _scope_hash(principal: str) -> str:
+    return hashlib.sha256(principal.encode()).hexdigest()[:32]
+
+
+class SessionState:
+    """One session's state in the store, for tool authors: ``mcp:session:{id}:{key}``.
+
+    Every write slides the TTL of all the session's keys, so a session in use never
+    loses part of its state. The first write records the session's principal, which
+    ``resume_session`` checks before handing the state to another session.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        session_id: str,
+        *,
+        principal: str = "anonymous",
+        ttl: float | None = DEFAULT_SESSION_TTL,
+        _owned: set[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.principal = principal
+        self.ttl = ttl
+        self.prefix = f"{store.prefix}session:{session_id}:"
+        self._owned = _owned if _owned is not None else set()
+
+    async def _bind(self) -> None:
+        marker = f"{self.prefix}{self.principal}"
+        if marker in self._owned:
+            return
+        await self.store.set(
+            self.prefix + _OWNER_KEY,
+            _scope_hash(self.principal),
+            ttl=self.ttl,
+            touch=self.prefix,
+        )
+        if len(self._owned) >= _OWNERS_CACHED:
+            self._owned.clear()
+        self._owned.add(marker)
+
+    async def get(self, key: str) -> str | None:
+        return await self.store.get(self.prefix + key)
+
+    async def set(self, key: str, value: str) -> None:
+        await self._bind()
+        await self.store.set(self.prefix + key, value, ttl=self.ttl, touch=self.prefix)
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to an integer (0 when absent), atomically; the new value."""
+        await self._bind()
+        return await self.store.incr(self.prefix + key, by, ttl=self.ttl, touch=self.prefix)
+
+    async def append(self, key: str, value: str) -> int:
+        """Append to a list, atomically; its new length."""
+        await self._bind()
+        return await self.store.append(self.prefix + key, value, ttl=self.ttl, touch=self.prefix)
+
+    async def get_list(self, key: str) -> list[str]:
+        return await self.store.get_list(self.prefix + key)
+
+    async def owner(self) -> str | None:
+        """The hash of the principal that wrote this session's state (None: no state)."""
+        return await self.store.get(self.prefix + _OWNER_KEY)
+
+    async def take_over(self, old_session_id: str) -> bool:
+        """Replace this session's state by a copy of ``old_session_id``'s.
+
+        Refused (``ToolError``) when the old session belongs to another principal.
+        False when the old session has no state (expired, or never written).
+        """
+        old = SessionState(self.store, old_session_id, principal=self.principal, ttl=self.ttl)
+        owner = await old.owner()
+        if owner is None:
+            return False
+        if owner != _scope_hash(self.principal):
+            raise ToolError("that session belongs to another principal; its state was not copied")
+        await self.store.copy_prefix(old.prefix, self.prefix, ttl=self.ttl)
+        return True
+
+
+class IdempotencyMiddleware(Middleware):
+    """Runs each keyed ``tools/call`` through the ledger; calls without a key pass through."""
+
+    def __init__(self, ledger: Ledger, *, principal: Principal = default_principal) -> None:
+        self.ledger = ledger
+        self.principal = principal
+
+    @staticmethod
+    def _key(context: MiddlewareContext[mcp_types.CallToolRequestParams]) -> str | None:
+        meta: Mapping[str, Any] | None = None
+        ctx = context.fastmcp_context
+        request_context = ctx.request_context if ctx is not None else None
+        if request_context is not None:
+            meta = request_context.meta
+        if meta is None:
+            meta = context.message.meta
+        key = meta.get(IDEMPOTENCY_META_KEY) if meta else None
+        if key is None:
+            return None
+        if (
+            not isinstance(key, str)
+            or not 0 < len(key) <= _MAX_KEY_LENGTH
+            or not all("\x21" <= ch <= "\x7e" for ch in key)
+        ):
+            raise MCPError(
+                mcp_types.INVALID_PARAMS,
+                f"{IDEMPOTENCY_META_KEY} must be 1 to {_MAX_KEY_LENGTH} visible ASCII characters",
+            )
+        return key
+
+    @staticmethod
+    async def _read_only(context: MiddlewareContext[Any], name: str) -> bool:
+        ctx = context.fastmcp_context
+        if ctx is None:
+            return False
+        tool = await ctx.fastmcp.get_tool(name)
+        annotations = tool.annotations if tool is not None else None
+        return bool(annotations is not None and annotations.read_only_hint)
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        key = self._key(context)
+        message = context.message
+        if key is None or await self._read_only(context, message.name):
+            # Nothing to remember for a read: running it again is the right answer.
+            return await call_next(context)
+        fp = fingerprint(message.name, message.arguments or {})
+        scope = self.principal(context.fastmcp_context)
+        first: dict[str, Any] = {}
+
+        async def run() -> str:
+            try:
+                result = await call_next(context)
+            except ToolError as exc:
+                first["error"] = exc
+                return json.dumps({"toolError": str(exc)})
+            except MCPError as exc:
+                first["error"] = exc
+                return json.dumps(
+                    {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
+                )
+            first["result"] = result
+            return _encode_result(result)
+
+        encoded, ran = await self.ledger.run(scope, key, fp, run)
+        if ran:
+            if "error" in first:
+                raise first["error"]
+            result: ToolResult = first["result"]
+            return result
+        return _decode_outcome(encoded)
+
+
+def _encode_result(result: ToolResult) -> str:
+    return json.dumps(
+        {
+            "result": {
+                "content": [
+                    block.model_dump(mode="json", by_alias=True, exclude_none=True)
+                    for block in result.content
+                ],
+                "structuredContent": result.structured_content,
+                "meta": result.meta,
+                "isError": result.is_error,
+            }
+        },
+        default=str,
+    )
+
+
+def _decode_outcome(encoded: str) -> ToolResult:
+    """A stored outcome as the first run produced it (errors are raised again)."""
+    outcome = json.loads(encoded)
+    if "toolError" in outcome:
+        raise ToolError(str(outcome["toolError"]))
+    if "error" in outcome:
+        error = outcome["error"]
+        raise MCPError(int(error["code"]), str(error["message"]), error.get("data"))
+    result = outcome["result"]
+    meta = dict(result.get("meta") or {})
+    meta[REPLAYED_META_KEY] = True
+    return ToolResult(
+        content=_content_adapter.validate_python(result["content"]),
+        structured_content=result.get("structuredContent"),
+        meta=meta,
+        is_error=bool(result.get("isError")),
+    )
+
+
+class _IdempotencyExtension(ServerExtension):
+    """Advertises the capability under ``extensions`` (the stateless era's ``server/discover``)."""
+
+    identifier = IDEMPOTENCY_CAPABILITY
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = settings
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+
+@dataclass
+class Resilience:
+    """What ``add_resilience`` set up; ``state(ctx)`` is the session state helper."""
+
+    mcp: FastMCP
+    store: Store
+    ledger: Ledger | None
+    event_store: EventStore | None
+    session_ttl: float | None
+    principal: Principal
+    _owned: set[str] = field(default_factory=set)
+
+    def state(self, ctx: Context) -> SessionState:
+        """This request's session state (``mcp:session:{ctx.session_id}:...``)."""
+        return SessionState(
+            self.store,
+            ctx.session_id,
+            principal=self.principal(ctx),
+            ttl=self.session_ttl,
+            _owned=self._owned,
+        )
+
+
+_kits: weakref.WeakKeyDictionary[FastMCP, Resilience] = weakref.WeakKeyDictionary()
+
+
+def session_state(ctx: Context) -> SessionState:
+    """The session state helper of the server ``ctx`` belongs to (after ``add_resilience``)."""
+    kit = _kits.get(ctx.fastmcp)
+    if kit is None:
+        raise RuntimeError("session_state needs add_resilience(mcp, store) on this server")
+    return kit.state(ctx)
+
+
+def _event_store_for(store: Store) -> EventStore:
+    """Redis-backed when the store is Redis (replicas share events), else in memory."""
+    url = getattr(store, "url", None)
+    if store.name == "redis" and isinstance(url, str):
+        from key_value.aio.stores.redis import RedisStore as KeyValueRedisStore
+
+        return EventStore(storage=KeyValueRedisStore(url=url))
+    return EventStore()
+
+
+def add_resilience(
+    mcp: FastMCP,
+    store: Store,
+    resume_tool: bool | str | None = True,
+    idempotency: bool | None = True,
+    health_route: str | None = "/health",
+    event_store: bool | EventStore | None = True,
+    *,
+    lease: float = DEFAULT_LEASE,
+    result_ttl: float = DEFAULT_RESULT_TTL,
+    wait: float = DEFAULT_WAIT,
+    session_ttl: float | None = DEFAULT_SESSION_TTL,
+    principal: Principal = default_principal,
+    health_info: Callable[[], Mapping[str, Any]] | None = None,
+    retry_interval: int | None = 1000,
+    resume_summary: ResumeSummary | None = None,
+) -> Resilience:
+    """Make ``mcp`` a replica that clients can fail over to without losing or repeating work.
+
+    Args:
+        mcp: The FastMCP 4 server.
+        store: ``RedisStore`` (replicas on several machines) or ``SQLiteStore`` (one machine).
+        resume_tool: Add ``resume_session(old_session_id)`` (a string renames it).
+        idempotency: Add the ledger middleware and advertise the capability.
+        health_route: Path of the health check that pings the store (503 when it fails).
+        event_store: SSE event store for ``mcp.http_app()`` (``True``: in the same Redis,
+            or in memory for SQLite); an ``EventStore`` instance is used as given.
+        lease: Seconds an in-flight call's claim lives without renewal.
+        result_ttl: Seconds a call's record is kept (the window for re-sends).
+        wait: Seconds a duplicate waits for a running first call.
+        session_ttl: Sliding TTL of session state (``None``: no expiry).
+        principal: Who the caller is (scopes keys and binds sessions).
+        health_info: Extra fields for the health answer.
+        retry_interval: SSE ``retry:`` hint (ms) when the event store is on.
+        resume_summary: Extra fields for ``resume_session``'s answer, read from the new
+            session's state after the copy (e.g. what was carried over).
+    """
+    ledger: Ledger | None = None
+    if idempotency:
+        ledger = Ledger(store, lease=lease, result_ttl=result_ttl, wait=wait)
+        mcp.add_middleware(IdempotencyMiddleware(ledger, principal=principal))
+        settings = {
+            "version": 1,
+            "metaKey": IDEMPOTENCY_META_KEY,
+            "leaseMs": int(lease * 1000),
+            "resultTtlMs": int(result_ttl * 1000),
+        }
+        # Handshake-era initialize keeps `experimental`; the SDK strips `extensions`
+        # there, while server/discover carries both.
+        mcp.experimental_capabilities[IDEMPOTENCY_CAPABILITY] = settings
+        mcp.add_extension(_IdempotencyExtension(settings))
+
+    events: EventStore | None = None
+    if isinstance(event_store, EventStore):
+        events = event_store
+    elif event_store:
+        events = _event_store_for(store)
+
+    kit = Resilience(mcp, store, ledger, events, session_ttl, principal)
+    _kits[mcp] = kit
+
+    if resume_tool:
+        name = resume_tool if isinstance(resume_tool, str) else None
+        _add_resume_tool(mcp, kit, name, resume_summary)
+    if health_route:
+        _add_health(mcp, kit, health_route, health_info)
+    if events is not None:
+        _default_event_store(mcp, events, retry_interval)
+    return kit
+
+
+def _add_resume_tool(
+    mcp: FastMCP, kit: Resilience, name: str | None, summary: ResumeSummary | None
+) -> None:
+    async def resume_session(ctx: Context, old_session_id: str) -> dict[str, Any]:
+        """Copy an old session's state into this one (replacing it); idempotent.
+
+        A client whose session was lost (its server died) calls this on its new session.
+        Refused when the old session belongs to another principal.
+        """
+        state = kit.state(ctx)
+        found = await state.take_over(old_session_id)
+        answer = {"old_session_id": old_session_id, "session_id": ctx.session_id, "found": found}
+        if summary is not None:
+            answer.update(await summary(state))
+        return answer
+
+    mcp.tool(
+        resume_session,
+        name=name or "resume_session",
+        annotations=mcp_types.ToolAnnotations(
+            read_only_hint=False,
+            idempotent_hint=True,
+            destructive_hint=True,
+            open_world_hint=False,
+        ),
+    )
+
+
+def _add_health(
+    mcp: FastMCP,
+    kit: Resilience,
+    path: str,
+    health_info: Callable[[], Mapping[str, Any]] | None,
+) -> None:
+    async def health(_request: Request) -> JSONResponse:
+        """Ready when the store answers: what a balancer needs to route here."""
+        error: str | None = None
+        try:
+            with anyio.fail_after(_HEALTH_TIMEOUT):
+                await kit.store.ping()
+        except (StoreError, TimeoutError) as exc:
+            error = str(exc) or "store did not answer"
+        body: dict[str, Any] = {
+            "status": "ok" if error is None else "unavailable",
+            "store": kit.store.name,
+            "idempotency": kit.ledger is not None,
+            "event_store": kit.event_store is not None,
+        }
+        if health_info is not None:
+            body.update(health_info())
+        if error is not None:
+            body["error"] = error
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
+
+    mcp.custom_route(path, methods=["GET"])(health)
+
+
+def _default_event_store(mcp: FastMCP, events: EventStore, retry_interval: int | None) -> None:
+    """Make ``mcp.http_app()`` (and ``mcp.run``) use the kit's event store by default."""
+    original = mcp.http_app
+
+    def http_app(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("event_store") is None:
+            kwargs["event_store"] = events
+            if kwargs.get("retry_interval") is None:
+                kwargs["retry_interval"] = retry_interval
+        return original(*args, **kwargs)
+
+    mcp.http_app = http_app  # type: ignore[method-assign]

@@ -1,0 +1,220 @@
+"""The kit's store in Redis (``redis.asyncio``): what replicas behind a balancer share.
+
+The ledger's steps are Lua scripts, so each is one atomic step on the server and leases
+are measured on Redis's clock (``TIME``), never on the replicas' own clocks. A session's
+keys are indexed in a set so one write can slide the TTL of all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ._store import LedgerRecord, StoreError
+
+__all__ = ["RedisStore"]
+
+_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+
+# KEYS[1] record; ARGV owner, fingerprint, lease ms, ttl ms.
+_CLAIM = (
+    _NOW_MS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1], 'fp', ARGV[2],
+             'lease_until', now + tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[4]), tonumber(ARGV[3])))
+  return {}
+end
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'outcome')
+return {r[1] or 'running', r[2] or '', tostring((tonumber(r[3]) or 0) - now), r[4] or false}
+"""
+)
+_READ = (
+    _NOW_MS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'outcome')
+return {r[1] or 'running', r[2] or '', tostring((tonumber(r[3]) or 0) - now), r[4] or false}
+"""
+)
+# KEYS[1] record; ARGV owner, lease ms (0: end the lease now).
+_RENEW = (
+    _NOW_MS
+    + """
+local r = redis.call('HMGET', KEYS[1], 'owner', 'state')
+if r[1] ~= ARGV[1] or r[2] ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 1
+"""
+)
+# KEYS[1] record; ARGV owner, outcome, ttl ms.
+_COMPLETE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+# KEYS[1] the session's key index; ARGV ttl ms, key prefix. Slides every key's TTL.
+_TOUCH = """
+local ttl = tonumber(ARGV[1])
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('PEXPIRE', ARGV[2] .. name, ttl)
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+# KEYS[1] old index, KEYS[2] new index; ARGV old prefix, new prefix, ttl ms (0: none).
+_COPY = """
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('DEL', ARGV[2] .. name)
+end
+redis.call('DEL', KEYS[2])
+local copied = 0
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('COPY', ARGV[1] .. name, ARGV[2] .. name, 'REPLACE') == 1 then
+    redis.call('SADD', KEYS[2], name)
+    if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', ARGV[2] .. name, tonumber(ARGV[3])) end
+    copied = copied + 1
+  end
+end
+if copied > 0 and tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3])) end
+return copied
+"""
+
+#: The index of a prefix's keys lives at ``{prefix}__keys__`` (a set of key suffixes).
+INDEX_SUFFIX = "__keys__"
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisStore:
+    """The store in Redis. ``url`` is a ``redis://`` URL; ``prefix`` isolates deployments.
+
+    Session keys are ``{prefix}session:{id}:{key}`` (``mcp:session:{id}:{key}`` by default,
+    the layout of the reference HAProxy + Redis deployment); ledger records are hashes
+    at ``{prefix}idem:{scope}:{key}``.
+    """
+
+    name = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "mcp:", socket_timeout: float = 5.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._redis: Redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+        )
+        self._claim = self._redis.register_script(_CLAIM)
+        self._read = self._redis.register_script(_READ)
+        self._renew = self._redis.register_script(_RENEW)
+        self._complete = self._redis.register_script(_COMPLETE)
+        self._copy = self._redis.register_script(_COPY)
+
+    async def _do(self, what: str, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis store {self.url}: {what} failed: {exc}") from exc
+
+    @staticmethod
+    def _split(key: str, touch: str | None) -> str | None:
+        """The key's suffix under ``touch`` (for the index), or None."""
+        if touch is None or not key.startswith(touch):
+            return None
+        return key[len(touch) :]
+
+    async def _write(self, key: str, ttl: float | None, touch: str | None, op: Any) -> Any:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            op(pipe)
+            suffix = self._split(key, touch)
+            if suffix is not None and touch is not None:
+                pipe.sadd(touch + INDEX_SUFFIX, suffix)
+                if ttl is not None:
+                    pipe.eval(_TOUCH, 1, touch + INDEX_SUFFIX, _ms(ttl), touch)
+            elif ttl is not None:
+                pipe.pexpire(key, _ms(ttl))
+            results = await self._do(f"write {key}", pipe.execute())
+        return results[0]
+
+    async def ping(self) -> None:
+        await self._do("PING", self._redis.ping())
+
+    async def get(self, key: str) -> str | None:
+        value = await self._do(f"GET {key}", self._redis.get(key))
+        return None if value is None else str(value)
+
+    async def set(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> None:
+        await self._write(key, ttl, touch, lambda pipe: pipe.set(key, value))
+
+    async def incr(self, key: str, by: int, *, ttl: float | None, touch: str | None) -> int:
+        return int(await self._write(key, ttl, touch, lambda pipe: pipe.incrby(key, by)))
+
+    async def append(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> int:
+        return int(await self._write(key, ttl, touch, lambda pipe: pipe.rpush(key, value)))
+
+    async def get_list(self, key: str) -> list[str]:
+        items = await self._do(f"LRANGE {key}", self._redis.lrange(key, 0, -1))
+        return [str(item) for item in items]
+
+    async def delete(self, key: str) -> None:
+        await self._do(f"DEL {key}", self._redis.delete(key))
+
+    async def copy_prefix(self, old: str, new: str, *, ttl: float | None) -> int:
+        keys = [old + INDEX_SUFFIX, new + INDEX_SUFFIX]
+        args: list[str | int] = [old, new, 0 if ttl is None else _ms(ttl)]
+        return int(await self._do(f"copy {old}*", self._copy(keys=keys, args=args)))
+
+    # -- the ledger --------------------------------------------------------------------
+
+    @staticmethod
+    def _record(raw: list[Any]) -> LedgerRecord | None:
+        if not raw:
+            return None
+        state, fingerprint, lease_left_ms, outcome = raw
+        return LedgerRecord(
+            state="done" if state == "done" else "running",
+            fingerprint=str(fingerprint),
+            lease_left=float(lease_left_ms) / 1000,
+            outcome=None if outcome is None else str(outcome),
+        )
+
+    async def claim(
+        self, key: str, owner: str, fingerprint: str, *, lease: float, ttl: float
+    ) -> LedgerRecord | None:
+        raw = await self._do(
+            f"claim {key}",
+            self._claim(keys=[key], args=[owner, fingerprint, _ms(lease), _ms(ttl)]),
+        )
+        return self._record(raw)
+
+    async def read(self, key: str) -> LedgerRecord | None:
+        return self._record(await self._do(f"read {key}", self._read(keys=[key])))
+
+    async def renew(self, key: str, owner: str, *, lease: float) -> bool:
+        return bool(
+            await self._do(f"renew {key}", self._renew(keys=[key], args=[owner, _ms(lease)]))
+        )
+
+    async def release(self, key: str, owner: str) -> None:
+        # A lease of 1 ms: over by the time anyone looks.
+        await self._do(f"release {key}", self._renew(keys=[key], args=[owner, 1]))
+
+    async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
+        return bool(
+            await self._do(
+                f"complete {key}", self._complete(keys=[key], args=[owner, outcome, _ms(ttl)])
+            )
+        )
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,340 @@
+"""The store protocol behind the server kit, and its SQLite implementation.
+
+One store holds two kinds of data for every replica of a service: per-session state
+(``mcp:session:{id}:{key}``, with a sliding TTL) and the idempotency ledger
+(``mcp:idem:{scope}:{key}``). Every operation is atomic across processes; the ledger's
+``claim`` is the one the exactly-once guarantee rests on.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar, runtime_checkable
+
+import anyio.to_thread
+
+__all__ = ["LedgerRecord", "SQLiteStore", "Store", "StoreError"]
+
+T = TypeVar("T")
+
+#: SQLite waits this long for a competing writer before failing (seconds).
+SQLITE_BUSY_TIMEOUT = 10.0
+#: Expired rows are swept at most this often (seconds); reads ignore them meanwhile.
+_SWEEP_INTERVAL = 30.0
+
+
+class StoreError(Exception):
+    """The store could not be reached or refused the operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    """What the ledger holds under one key.
+
+    ``lease_left`` is measured on the store's own clock, so replicas with skewed clocks
+    agree on whether the owner is still alive.
+    """
+
+    state: Literal["running", "done"]
+    fingerprint: str
+    lease_left: float
+    outcome: str | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the kit needs from a shared store. Values are strings; TTLs are seconds."""
+
+    name: str
+    prefix: str
+    """Prepended to every key (``mcp:`` by default): isolates deployments sharing a store."""
+
+    async def ping(self) -> None:
+        """Raise ``StoreError`` unless the store answers."""
+        ...
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> None:
+        """Set ``key``; ``touch`` is a key prefix whose keys all get the same TTL (sliding)."""
+        ...
+
+    async def incr(self, key: str, by: int, *, ttl: float | None, touch: str | None) -> int: ...
+
+    async def append(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> int:
+        """Append to the list at ``key``; returns its new length."""
+        ...
+
+    async def get_list(self, key: str) -> list[str]: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def copy_prefix(self, old: str, new: str, *, ttl: float | None) -> int:
+        """Replace every key under ``new`` by a copy of those under ``old``; how many copied."""
+        ...
+
+    async def claim(
+        self, key: str, owner: str, fingerprint: str, *, lease: float, ttl: float
+    ) -> LedgerRecord | None:
+        """Record "started" under ``key`` unless a record exists: None if we now own it."""
+        ...
+
+    async def read(self, key: str) -> LedgerRecord | None: ...
+
+    async def renew(self, key: str, owner: str, *, lease: float) -> bool:
+        """Extend the owner's lease; False if the record is gone or not running."""
+        ...
+
+    async def release(self, key: str, owner: str) -> None:
+        """End the owner's lease now, leaving the record "running" (it never finished)."""
+        ...
+
+    async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
+        """Store the outcome and mark the record done; False if it is not ours."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _expiry(ttl: float | None) -> float | None:
+    return None if ttl is None else time.time() + ttl
+
+
+class SQLiteStore:
+    """The store in one SQLite file shared by the processes of one machine.
+
+    Each worker thread keeps its own connection (sqlite3 connections must not cross
+    threads); every write is one ``BEGIN IMMEDIATE`` transaction, so concurrent
+    processes serialize on the file lock and never see half an operation. Expiry is
+    checked on read and swept now and then.
+    """
+
+    name = "sqlite"
+
+    def __init__(
+        self, path: str | Path, *, prefix: str = "mcp:", busy_timeout: float = SQLITE_BUSY_TIMEOUT
+    ) -> None:
+        self.path = Path(path)
+        self.prefix = prefix
+        self.busy_timeout = busy_timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._last_sweep = 0.0
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS mcp_kv (
+                key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
+            CREATE TABLE IF NOT EXISTS mcp_ledger (
+                key TEXT PRIMARY KEY, state TEXT NOT NULL, owner TEXT NOT NULL,
+                fingerprint TEXT NOT NULL, lease_until REAL NOT NULL, outcome TEXT,
+                expires_at REAL NOT NULL);
+            """
+        )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: explicit transactions only (BEGIN IMMEDIATE takes the
+            # write lock up front, so two writers never deadlock upgrading a read lock).
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            self._local.conn = conn
+        return conn
+
+    def _tx(self, body: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run ``body(conn, now)`` in one write transaction."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            result = body(conn, now)
+            if now - self._last_sweep > _SWEEP_INTERVAL:
+                self._last_sweep = now
+                conn.execute("DELETE FROM mcp_kv WHERE expires_at < ?", (now,))
+                conn.execute("DELETE FROM mcp_ledger WHERE expires_at < ?", (now,))
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    # -- key/value ---------------------------------------------------------------------
+
+    @staticmethod
+    def _touch(conn: sqlite3.Connection, prefix: str | None, expires: float | None) -> None:
+        if prefix is not None:
+            conn.execute(
+                "UPDATE mcp_kv SET expires_at = ? WHERE substr(key, 1, ?) = ?",
+                (expires, len(prefix), prefix),
+            )
+
+    @staticmethod
+    def _live(conn: sqlite3.Connection, key: str, now: float) -> str | None:
+        row = conn.execute(
+            "SELECT value FROM mcp_kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+            (key, now),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._conn().execute("SELECT 1").fetchone())
+
+    async def get(self, key: str) -> str | None:
+        return await self._run(lambda: self._live(self._conn(), key, time.time()))
+
+    async def set(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> None:
+        def body(conn: sqlite3.Connection, now: float) -> None:
+            expires = _expiry(ttl)
+            conn.execute(
+                "INSERT INTO mcp_kv(key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT(key)"
+                " DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                (key, value, expires),
+            )
+            self._touch(conn, touch, expires)
+
+        await self._run(lambda: self._tx(body))
+
+    async def incr(self, key: str, by: int, *, ttl: float | None, touch: str | None) -> int:
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            current = self._live(conn, key, now)
+            value = (int(current) if current is not None else 0) + by
+            expires = _expiry(ttl)
+            conn.execute(
+                "INSERT OR REPLACE INTO mcp_kv(key, value, expires_at) VALUES (?, ?, ?)",
+                (key, str(value), expires),
+            )
+            self._touch(conn, touch, expires)
+            return value
+
+        return int(await self._run(lambda: self._tx(body)))
+
+    async def append(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> int:
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            current = self._live(conn, key, now)
+            items: list[str] = json.loads(current) if current is not None else []
+            items.append(value)
+            expires = _expiry(ttl)
+            conn.execute(
+                "INSERT OR REPLACE INTO mcp_kv(key, value, expires_at) VALUES (?, ?, ?)",
+                (key, json.dumps(items), expires),
+            )
+            self._touch(conn, touch, expires)
+            return len(items)
+
+        return int(await self._run(lambda: self._tx(body)))
+
+    async def get_list(self, key: str) -> list[str]:
+        raw = await self.get(key)
+        return [str(item) for item in json.loads(raw)] if raw is not None else []
+
+    async def delete(self, key: str) -> None:
+        def body(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute("DELETE FROM mcp_kv WHERE key = ?", (key,))
+
+        await self._run(lambda: self._tx(body))
+
+    async def copy_prefix(self, old: str, new: str, *, ttl: float | None) -> int:
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            conn.execute("DELETE FROM mcp_kv WHERE substr(key, 1, ?) = ?", (len(new), new))
+            cursor = conn.execute(
+                "INSERT INTO mcp_kv(key, value, expires_at) SELECT ? || substr(key, ?), value, ?"
+                " FROM mcp_kv WHERE substr(key, 1, ?) = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (new, len(old) + 1, _expiry(ttl), len(old), old, now),
+            )
+            return int(cursor.rowcount)
+
+        return int(await self._run(lambda: self._tx(body)))
+
+    # -- the ledger --------------------------------------------------------------------
+
+    @staticmethod
+    def _record(row: tuple[object, ...] | None, now: float) -> LedgerRecord | None:
+        if row is None:
+            return None
+        state, fingerprint, lease_until, outcome = row
+        return LedgerRecord(
+            state="done" if state == "done" else "running",
+            fingerprint=str(fingerprint),
+            lease_left=float(lease_until) - now,  # type: ignore[arg-type]
+            outcome=None if outcome is None else str(outcome),
+        )
+
+    _SELECT = "SELECT state, fingerprint, lease_until, outcome FROM mcp_ledger"
+
+    async def claim(
+        self, key: str, owner: str, fingerprint: str, *, lease: float, ttl: float
+    ) -> LedgerRecord | None:
+        def body(conn: sqlite3.Connection, now: float) -> LedgerRecord | None:
+            row = conn.execute(
+                f"{self._SELECT} WHERE key = ? AND expires_at > ?", (key, now)
+            ).fetchone()
+            if row is not None:
+                return self._record(row, now)
+            conn.execute(
+                "INSERT OR REPLACE INTO mcp_ledger VALUES (?, 'running', ?, ?, ?, NULL, ?)",
+                (key, owner, fingerprint, now + lease, now + max(ttl, lease)),
+            )
+            return None
+
+        return await self._run(lambda: self._tx(body))
+
+    async def read(self, key: str) -> LedgerRecord | None:
+        def body() -> LedgerRecord | None:
+            now = time.time()
+            row = (
+                self._conn()
+                .execute(f"{self._SELECT} WHERE key = ? AND expires_at > ?", (key, now))
+                .fetchone()
+            )
+            return self._record(row, now)
+
+        return await self._run(body)
+
+    async def renew(self, key: str, owner: str, *, lease: float) -> bool:
+        def body(conn: sqlite3.Connection, now: float) -> bool:
+            cursor = conn.execute(
+                "UPDATE mcp_ledger SET lease_until = ?, expires_at = max(expires_at, ?)"
+                " WHERE key = ? AND owner = ? AND state = 'running'",
+                (now + lease, now + lease, key, owner),
+            )
+            return cursor.rowcount == 1
+
+        return bool(await self._run(lambda: self._tx(body)))
+
+    async def release(self, key: str, owner: str) -> None:
+        def body(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "UPDATE mcp_ledger SET lease_until = ? WHERE key = ? AND owner = ?"
+                " AND state = 'running'",
+                (now, key, owner),
+            )
+
+        await self._run(lambda: self._tx(body))
+
+    async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
+        def body(conn: sqlite3.Connection, now: float) -> bool:
+            cursor = conn.execute(
+                "UPDATE mcp_ledger SET state = 'done', outcome = ?, expires_at = ?"
+                " WHERE key = ? AND owner = ?",
+                (outcome, now + ttl, key, owner),
+            )
+            return cursor.rowcount == 1
+
+        return bool(await self._run(lambda: self._tx(body)))
+
+    async def close(self) -> None:
+        """Connections belong to worker threads and close with them."""

@@ -1,0 +1,370 @@
+"""Exactly-once tool calls on the real cluster: Redis, 3 servers on ``add_resilience``.
+
+Workers send a steady load of non-idempotent increments, each with its own ``call_id``
+(the example server's execution record counts real runs), while backends are SIGKILLed
+at random and then restarted one by one. Both eras, directly and through HAProxy. The
+servers' record must show: no call ran twice, every acknowledged call ran exactly once,
+and every ``OutcomeUnknownError`` is the kind the server confirms (started under its key,
+never finished), never a plain "answer lost".
+
+Also here: an answer lost after the ledger recorded it is replayed (ran once, no error),
+and a plain server (no capability) behaves as before: in doubt and unsafe means unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import pytest
+
+from examples._haproxy import ROUND_ROBIN_CONFIG, HAProxyProcess, haproxy_path
+from mcp_resilient import HANDSHAKE_VERSIONS, OutcomeUnknownError, ResilientClient, RetryPolicy
+from mcp_resilient._classify import IDEMPOTENCY_META_KEY, honours_idempotency_keys
+from tests.integration.conftest import CLUSTER_SIZE, _dump_logs
+from tests.rig import ServerCluster, ServerProcess
+from tests.rig.ops import executions, open_gate, wait_until
+
+pytestmark = pytest.mark.anyio
+
+ERAS = {"handshake": HANDSHAKE_VERSIONS[0], "stateless": "2026-07-28"}
+WORKERS = 4
+PACE = 0.02  # seconds between a worker's calls: a steady load, not a flood
+MAX_CALLS_PER_WORKER = 5000  # a bound, not a target
+RANDOM_KILLS = 3
+LEASE = "2"  # seconds: how long a dead owner's claim outlives it
+BOUND = 600.0
+RESTART_BOUND = 90.0
+FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.5)
+CONFIRMED = "confirmed by its ledger"
+REPLAYED = "io.github.mcp-resilient/replayed"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, env: dict[str, str]
+) -> Generator[ServerCluster, None, None]:
+    servers = ServerCluster(CLUSTER_SIZE, env=env, prefix="node", log_dir=tmp_path / "logs")
+    servers.start()
+    try:
+        yield servers
+    finally:
+        _dump_logs(request, list(servers))
+        servers.stop()
+
+
+@pytest.fixture
+def kit_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
+) -> Generator[ServerCluster, None, None]:
+    """Three example servers on the kit (ledger on), sharing Redis; a short lease."""
+    yield from _cluster(request, tmp_path, {**redis_env, "MCP_LEDGER_LEASE": LEASE})
+
+
+@pytest.fixture
+def plain_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
+) -> Generator[ServerCluster, None, None]:
+    """The same servers without the ledger: no capability, keys are ignored."""
+    yield from _cluster(request, tmp_path, {**redis_env, "MCP_IDEMPOTENCY": "0"})
+
+
+def _proxy(cluster: ServerCluster, tmp_path: Path, era: str) -> HAProxyProcess:
+    if haproxy_path() is None:
+        pytest.fail("haproxy is not installed (apt-get install -y haproxy)", pytrace=False)
+    # The handshake era needs sessions pinned (stick table); the stateless era none.
+    config = {"config": ROUND_ROBIN_CONFIG} if era == "stateless" else {}
+    proxy = HAProxyProcess(cluster.urls, log_path=tmp_path / "logs" / "haproxy.log", **config)
+    proxy.start(expect_instances=len(cluster))
+    return proxy
+
+
+@dataclass
+class Worker:
+    name: str
+    acked: list[str] = field(default_factory=list)
+    unknown: list[OutcomeUnknownError] = field(default_factory=list)
+    unknown_ids: list[str] = field(default_factory=list)
+    replayed: int = 0
+    final_counter: int | None = None
+
+
+async def run_worker(worker: Worker, urls: list[str], era: str, stop: anyio.Event) -> None:
+    async with ResilientClient(urls, retry=FAST, timeout=120, protocol_version=ERAS[era]) as client:
+        assert honours_idempotency_keys(client.server_capabilities), client.server_capabilities
+        for _ in range(MAX_CALLS_PER_WORKER):
+            if stop.is_set():
+                break
+            call_id = uuid.uuid4().hex
+            try:
+                result = await client.call_tool("increment", {"by": 1, "call_id": call_id})
+            except OutcomeUnknownError as exc:
+                worker.unknown.append(exc)
+                worker.unknown_ids.append(call_id)
+                continue
+            assert result.is_error is False, result
+            worker.acked.append(call_id)
+            worker.replayed += bool((result.meta or {}).get(REPLAYED))
+            await anyio.sleep(PACE)
+        if era == "handshake":  # a counter per session: only the handshake era has sessions
+            counter = await client.call_tool("get_counter")
+            assert counter.structured_content is not None
+            worker.final_counter = int(counter.structured_content["result"])
+
+
+async def progress_after(workers: list[Worker], at_least: int) -> None:
+    def total() -> int:
+        return sum(len(w.acked) + len(w.unknown) for w in workers)
+
+    start = total()
+    with anyio.fail_after(120):
+        while total() < start + at_least:
+            await anyio.sleep(0.05)
+
+
+async def counts(server: ServerProcess, call_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+
+    async def fetch(http: httpx.AsyncClient, chunk: list[str]) -> None:
+        for call_id in chunk:
+            response = await http.get(f"{server.base_url}/executions/{call_id}")
+            response.raise_for_status()
+            found[call_id] = int(response.json()["count"])
+
+    async with httpx.AsyncClient(timeout=10) as http, anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(fetch, http, call_ids[i::8])
+    return found
+
+
+@pytest.mark.parametrize("era", ["handshake", "stateless"])
+@pytest.mark.parametrize("setup", ["direct", "haproxy"])
+async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
+    kit_cluster: ServerCluster, setup: str, era: str, tmp_path: Path
+) -> None:
+    proxy = _proxy(kit_cluster, tmp_path, era) if setup == "haproxy" else None
+    urls = [proxy.url] if proxy is not None else kit_cluster.urls
+    workers = [Worker(f"w{i}") for i in range(WORKERS)]
+    stop = anyio.Event()
+    chaos = random.Random()
+    try:
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                for worker in workers:
+                    tg.start_soon(run_worker, worker, urls, era, stop)
+                await progress_after(workers, 3 * WORKERS)
+                for _ in range(RANDOM_KILLS):
+                    victim = chaos.choice(kit_cluster.servers)
+                    # SIGKILL, then start again (a generous bound: a loaded 2-core machine
+                    # can take many seconds to serve a fresh process's first requests).
+                    await anyio.to_thread.run_sync(lambda s=victim: s.restart(RESTART_BOUND))
+                    await progress_after(workers, 2 * WORKERS)
+                for server in kit_cluster:  # rolling restart
+                    await anyio.to_thread.run_sync(
+                        lambda s=server: s.restart(RESTART_BOUND, graceful=True)
+                    )
+                    await progress_after(workers, 2 * WORKERS)
+                stop.set()
+    finally:
+        if proxy is not None:
+            proxy.stop()
+
+    calls = sum(len(w.acked) + len(w.unknown) for w in workers)
+    unknown = sum(len(w.unknown) for w in workers)
+    replayed = sum(w.replayed for w in workers)
+    print(
+        f"\n{setup}/{era}: {calls} increments, {unknown} outcome-unknown (all confirmed),"
+        f" {replayed} answered from the ledger after a failure"
+    )
+    checker = kit_cluster[0]
+    for worker in workers:
+        assert worker.acked, f"{worker.name} made no progress"
+        for exc in worker.unknown:
+            # Only the kind the server confirms: it started and never finished.
+            assert CONFIRMED in exc.stage, exc
+            assert "started and never finished" in str(exc), exc
+        ran = await counts(checker, worker.acked + worker.unknown_ids)
+        duplicated = {cid: n for cid, n in ran.items() if n > 1}
+        assert not duplicated, f"{worker.name}: increments that ran twice: {duplicated}"
+        lost = [cid for cid in worker.acked if ran[cid] != 1]
+        assert not lost, f"{worker.name}: acknowledged increments with no run: {lost}"
+        if worker.final_counter is not None:
+            ran_unknown = sum(ran[cid] for cid in worker.unknown_ids)
+            assert len(worker.acked) <= worker.final_counter <= len(worker.acked) + ran_unknown, (
+                worker
+            )
+
+
+@pytest.mark.parametrize("era", ["handshake", "stateless"])
+async def test_answer_lost_after_the_ledger_recorded_it_is_replayed(
+    kit_cluster: ServerCluster, era: str
+) -> None:
+    """SIGKILL between "answer recorded" and "answer sent": the re-send gets it, ran once."""
+    call_id, gate = uuid.uuid4().hex, uuid.uuid4().hex
+    outcome: dict[str, Any] = {}
+    async with ResilientClient(kit_cluster.urls, retry=FAST, protocol_version=ERAS[era]) as client:
+
+        async def call() -> None:
+            outcome["result"] = await client.call_tool(
+                "increment", {"by": 1, "call_id": call_id, "reply_gate": gate}, timeout=60
+            )
+
+        async def held() -> bool:
+            return await _waiting_on(kit_cluster[0], gate) is not None
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await wait_until(held, "answer recorded and held at the reply gate")
+                instance = await _waiting_on(kit_cluster[0], gate)
+                holder = next(s for s in kit_cluster if s.instance == instance)
+                holder.kill()
+                witness = next(s for s in kit_cluster if s is not holder)
+                await open_gate(witness, gate)
+    result = outcome["result"]
+    assert result.is_error is False
+    assert (result.meta or {}).get(REPLAYED) is True, result
+    assert await executions(witness, call_id) == 1
+
+
+async def _waiting_on(server: ServerProcess, gate: str) -> str | None:
+    """The instance whose call waits at ``gate`` (the example records it in the store)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        body = (await http.get(f"{server.base_url}/gates/{gate}")).json()
+    waiting = body["waiting"]
+    return str(waiting) if waiting else None
+
+
+@pytest.mark.parametrize("era", ["handshake", "stateless"])
+async def test_without_the_capability_behaviour_is_unchanged(
+    plain_cluster: ServerCluster, era: str
+) -> None:
+    """A plain FastMCP server: the key is sent but means nothing, so nothing is re-sent."""
+    call_id, gate = uuid.uuid4().hex, uuid.uuid4().hex
+    sent: list[dict[str, Any]] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "POST" and b'"tools/call"' in request.content:
+            sent.append(json.loads(request.content))
+
+    outcome: dict[str, Any] = {}
+    async with (
+        httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=None), event_hooks={"request": [record]}
+        ) as http,
+        ResilientClient(
+            plain_cluster.urls, http_client=http, retry=FAST, protocol_version=ERAS[era]
+        ) as client,
+    ):
+        assert not honours_idempotency_keys(client.server_capabilities)
+
+        async def held() -> bool:
+            return await _waiting_on(plain_cluster[0], gate) is not None
+
+        async def call() -> None:
+            try:
+                outcome["value"] = await client.call_tool(
+                    "increment", {"by": 1, "call_id": call_id, "gate": gate}, timeout=60
+                )
+            except OutcomeUnknownError as exc:
+                outcome["value"] = exc
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await wait_until(held, "increment committed and held at its gate")
+                instance = await _waiting_on(plain_cluster[0], gate)
+                holder = next(s for s in plain_cluster if s.instance == instance)
+                holder.kill()
+                witness = next(s for s in plain_cluster if s is not holder)
+                await open_gate(witness, gate)
+        retries = client.stats.retries
+    error = outcome["value"]
+    assert isinstance(error, OutcomeUnknownError), error
+    assert CONFIRMED not in error.stage and "answer was lost" in str(error)
+    assert await executions(witness, call_id) == 1
+    # Sent once, with a key, and never re-sent.
+    increments = [m for m in sent if m["params"]["arguments"].get("call_id") == call_id]
+    assert len(increments) == 1 and retries == 0
+    assert IDEMPOTENCY_META_KEY in increments[0]["params"]["_meta"]
+
+
+@pytest.mark.parametrize("era", ["handshake", "stateless"])
+@pytest.mark.parametrize("idempotent", [None, True])
+async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
+    kit_cluster: ServerCluster, era: str, idempotent: bool | None
+) -> None:
+    """SIGKILL while the tool runs (before any answer is recorded).
+
+    The client re-sends with the same key; the ledger says "started, never finished" once
+    the dead owner's lease runs out. A non-idempotent call ends as a confirmed
+    ``OutcomeUnknownError`` and ran once; a call the caller marked idempotent is sent
+    again under a fresh key and completes (running twice is what the caller allowed).
+    """
+    call_id, gate = uuid.uuid4().hex, uuid.uuid4().hex
+    sent: list[dict[str, Any]] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "POST" and b'"tools/call"' in request.content:
+            body = json.loads(request.content)
+            if body["params"]["arguments"].get("call_id") == call_id:
+                sent.append(body)
+
+    outcome: dict[str, Any] = {}
+    async with (
+        httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=None), event_hooks={"request": [record]}
+        ) as http,
+        ResilientClient(
+            kit_cluster.urls, http_client=http, retry=FAST, protocol_version=ERAS[era]
+        ) as client,
+    ):
+
+        async def held() -> bool:
+            return await _waiting_on(kit_cluster[0], gate) is not None
+
+        async def call() -> None:
+            try:
+                outcome["value"] = await client.call_tool(
+                    "increment",
+                    {"by": 1, "call_id": call_id, "gate": gate},
+                    timeout=60,
+                    idempotent=idempotent,
+                )
+            except OutcomeUnknownError as exc:
+                outcome["value"] = exc
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await wait_until(held, "increment committed and held at its gate")
+                instance = await _waiting_on(kit_cluster[0], gate)
+                holder = next(s for s in kit_cluster if s.instance == instance)
+                holder.kill()
+                witness = next(s for s in kit_cluster if s is not holder)
+                await open_gate(witness, gate)
+    value = outcome["value"]
+    keys = [body["params"]["_meta"][IDEMPOTENCY_META_KEY] for body in sent]
+    runs = await executions(witness, call_id)
+    if idempotent is None:
+        assert isinstance(value, OutcomeUnknownError), value
+        assert CONFIRMED in value.stage and "never finished" in str(value)
+        assert value.endpoint == holder.url  # where it was sent and lost
+        assert runs == 1
+        assert len(keys) >= 2 and len(set(keys)) == 1  # re-sent with the same key
+    else:
+        assert value.is_error is False, value
+        assert runs == 2  # the caller said a second run is harmless
+        assert len(set(keys)) == 2  # the second run under a fresh key

@@ -1,0 +1,1 @@
+"""Small MCP servers the integration tests run in their own processes."""
