@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 import httpx
@@ -58,6 +58,9 @@ from .errors import (
 )
 
 __all__ = ["ClientStats", "ListedBytes", "Recovery", "end_session", "new_key"]
+
+
+UnknownT = TypeVar("UnknownT", bound=OutcomeUnknownError)
 
 logger = logging.getLogger("mcp_resilient")
 
@@ -780,27 +783,16 @@ class Recovery:
         self, method: str, params: dict[str, Any] | None, limit: float | None, flight: InFlight
     ) -> OutcomeUnknownTimeoutError:
         """The request went out and the deadline passed: it may have run."""
-        self.stats.outcome_unknown += 1
-        what, tool = self.what(method, params)
-        await self.events.emit(
-            "outcome_unknown",
-            endpoint=self.endpoint,
-            session_id=self.session_id,
-            method=method,
-            tool=tool,
+        return await self._unknown(
+            OutcomeUnknownTimeoutError,
+            method,
+            params,
             request_id=flight.request_id,
-            error=f"no answer within {limit:g} s",
-        )
-        return OutcomeUnknownTimeoutError(
-            f"{what} (request id {flight.request_id}) was sent but did not complete within"
-            f" {limit:g} s: it may have run on the server, so running it again could run it"
-            " twice",
-            method=method,
-            tool=tool,
-            request_id=flight.request_id,
+            where=(self.endpoint, self.session_id),
+            cause=f"no answer within {limit:g} s",
+            message=f"was sent but did not complete within {limit:g} s: it may have run on the"
+            " server, so running it again could run it twice",
             stage="sent; the deadline passed before the answer",
-            endpoint=self.endpoint,
-            session_id=self.session_id,
         )
 
     def closed_in_flight(
@@ -831,32 +823,18 @@ class Recovery:
     ) -> OutcomeUnknownError:
         """An earlier attempt may have run, and the re-sends that would have told us failed."""
         session, first = doubt
-        self.stats.outcome_unknown += 1
-        what, tool = self.what(method, params)
-        await self.events.emit(
-            "outcome_unknown",
-            endpoint=session.endpoint,
-            session_id=session.session_id,
-            method=method,
-            tool=tool,
-            request_id=first.request_id,
-            error=f"{first.message}; then {last.message}",
-        )
-        kind = (
+        return await self._unknown(
             OutcomeUnknownTimeoutError
             if isinstance(last, RequestTimeoutError)
-            else OutcomeUnknownError
-        )
-        return kind(
-            f"{what} (request id {first.request_id}) was sent but its answer was lost"
-            f" ({first.message}); re-sending it did not get through ({last.message}),"
-            " so it may have run on the server",
-            method=method,
-            tool=tool,
+            else OutcomeUnknownError,
+            method,
+            params,
             request_id=first.request_id,
+            where=(session.endpoint, session.session_id),
+            cause=f"{first.message}; then {last.message}",
+            message=f"was sent but its answer was lost ({first.message}); re-sending it did"
+            f" not get through ({last.message}), so it may have run on the server",
             stage="sent; answer lost, and the re-sends failed",
-            endpoint=session.endpoint,
-            session_id=session.session_id,
         )
 
     async def outcome_unknown(
@@ -868,38 +846,64 @@ class Recovery:
         *,
         confirmed: MCPError | None = None,
     ) -> OutcomeUnknownError:
-        self.stats.outcome_unknown += 1
-        tool = str(params.get("name")) if method == "tools/call" and params else None
-        what = f"{method} of tool {tool!r}" if tool else method
-        await self.events.emit(
-            "outcome_unknown",
-            endpoint=session.endpoint,
-            session_id=session.session_id,
-            method=method,
-            tool=tool,
-            request_id=exc.request_id,
-            error=exc.message,
-        )
+        """The answer was lost and a re-send is not safe (or the ledger confirms a lost run)."""
         if confirmed is not None:
             # The server's idempotency ledger: it started under this call's key, its runner
             # stopped before recording a result, and it was not run again.
-            return OutcomeUnknownError(
-                f"{what} (request id {exc.request_id}): the server confirms it started and"
-                f" never finished ({confirmed.message}); it was not run again",
-                method=method,
-                tool=tool,
-                request_id=exc.request_id,
-                stage="started on the server, never finished (confirmed by its ledger)",
-                endpoint=session.endpoint,
-                session_id=session.session_id,
+            message = (
+                f": the server confirms it started and never finished ({confirmed.message});"
+                " it was not run again"
             )
-        return OutcomeUnknownError(
-            f"{what} (request id {exc.request_id}) was sent but its answer was lost"
-            f" ({exc.message}); it is not known to be safe to send again",
+            stage = "started on the server, never finished (confirmed by its ledger)"
+        else:
+            message = (
+                f"was sent but its answer was lost ({exc.message}); it is not known to be"
+                " safe to send again"
+            )
+            stage = "sent; connection lost before the answer"
+        return await self._unknown(
+            OutcomeUnknownError,
+            method,
+            params,
+            request_id=exc.request_id,
+            where=(session.endpoint, session.session_id),
+            cause=exc.message,
+            message=message,
+            stage=stage,
+        )
+
+    async def _unknown(
+        self,
+        kind: type[UnknownT],
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        request_id: int | str | None,
+        where: tuple[str | None, str | None],
+        cause: str,
+        message: str,
+        stage: str,
+    ) -> UnknownT:
+        """Count it, report the ``outcome_unknown`` event, build the error: in one place."""
+        self.stats.outcome_unknown += 1
+        what, tool = self.what(method, params)
+        endpoint, session_id = where
+        await self.events.emit(
+            "outcome_unknown",
+            endpoint=endpoint,
+            session_id=session_id,
             method=method,
             tool=tool,
-            request_id=exc.request_id,
-            stage="sent; connection lost before the answer",
-            endpoint=session.endpoint,
-            session_id=session.session_id,
+            request_id=request_id,
+            error=cause,
+        )
+        separator = "" if message.startswith(":") else " "
+        return kind(
+            f"{what} (request id {request_id}){separator}{message}",
+            method=method,
+            tool=tool,
+            request_id=request_id,
+            stage=stage,
+            endpoint=endpoint,
+            session_id=session_id,
         )

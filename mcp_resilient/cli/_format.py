@@ -15,7 +15,7 @@ from typing import Any
 import mcp_types
 from pydantic import BaseModel
 
-from mcp_resilient import Event
+from mcp_resilient import STATELESS_VERSIONS, Event
 
 __all__ = [
     "describe_event",
@@ -255,14 +255,17 @@ def _capability_words(capabilities: dict[str, Any]) -> str:
 def format_info(info: dict[str, Any]) -> str:
     """The ``info`` document (see ``_commands.info``) as aligned lines."""
     server = info.get("serverInfo") or {}
+    # The stateless era opens with server/discover and has no ping (the client discovers).
+    stateless = info.get("protocolVersion") in STATELESS_VERSIONS
+    opened_with, pinged_with = ("server/discover",) * 2 if stateless else ("initialize", "ping")
     rows = [
         ("server", f"{server.get('name', '?')} {server.get('version', '')}".strip()),
         ("endpoint", info.get("endpoint") or "-"),
         ("session", info.get("sessionId") or "(none: the server does not use sessions)"),
         ("protocol", info.get("protocolVersion") or "-"),
         ("capabilities", _capability_words(info.get("capabilities") or {})),
-        ("connect", f"{info['connectMs']:.1f} ms (initialize)"),
-        ("round trip", f"{info['roundTripMs']:.1f} ms (ping)"),
+        ("connect", f"{info['connectMs']:.1f} ms ({opened_with})"),
+        ("round trip", f"{info['roundTripMs']:.1f} ms ({pinged_with})"),
     ]
     if info.get("instructions"):
         rows.append(("instructions", _first_line(info["instructions"])))
@@ -301,15 +304,19 @@ def describe_event(event: Event) -> str | None:
     d = event.detail
     where = f" on {event.endpoint}" if event.endpoint else ""
     if event.kind == "retry":
+        # The event names where the retry goes; `from_endpoint` is where it failed.
+        failed_on = d.get("from_endpoint") or event.endpoint
+        to = event.endpoint if event.endpoint and event.endpoint != failed_on else None
         return (
-            f"retry: {d.get('method', 'request')} attempt {d.get('attempt', '?')} failed{where}"
-            f" ({d.get('error', 'no detail')}); retrying in {d.get('delay', '?')} s"
+            f"retry: {d.get('method', 'request')} attempt {d.get('attempt', '?')} failed"
+            f"{f' on {failed_on}' if failed_on else ''} ({d.get('error', 'no detail')});"
+            f" retrying in {d.get('delay', '?')} s{f' on {to}' if to else ''}"
         )
     if event.kind == "failover":
-        return (
-            f"failover: session moved from {d.get('from_endpoint', '?')} to {event.endpoint}"
-            f" (new session {event.session_id})"
-        )
+        moved = f"from {d.get('from_endpoint', '?')} to {event.endpoint}"
+        if event.session_id is None:
+            return f"failover: requests moved {moved}"
+        return f"failover: session moved {moved} (new session {event.session_id})"
     if event.kind == "session_lost":
         return (
             f"session {event.session_id} lost{where}"

@@ -294,10 +294,12 @@ async def run(options: Options, out: Output) -> int:
 
 def _report_connect_failover(client: ResilientClient, state: _State, out: Output) -> None:
     """Say where the session landed when other URLs failed on the way (no event says it)."""
+    # A retry event names where the retry goes; the endpoint that failed is `from_endpoint`.
     failed = [
-        event.endpoint
+        str(event.detail.get("from_endpoint") or event.endpoint)
         for event in state.events
-        if event.kind == "retry" and event.endpoint and event.endpoint != client.endpoint
+        if event.kind == "retry"
+        and (event.detail.get("from_endpoint") or event.endpoint) not in (None, client.endpoint)
     ]
     if not failed:
         return

@@ -24,20 +24,40 @@ def document(result: CliResult) -> Any:
     return json.loads(result.stdout)
 
 
+# Sessions, the handshake and Last-Event-ID resumption exist only in the handshake era:
+# tests about them pin it (the default, auto, lands on the stateless 2026-07-28 era).
+HANDSHAKE_ERA = ("--protocol-version", "2025-11-25")
+
+
 def test_info_human(mcp_server: ServerProcess) -> None:
-    result = ok(run_cli(mcp_server.url))
+    result = ok(run_cli(mcp_server.url, *HANDSHAKE_ERA))
     fields = dict(line.split(None, 1) for line in result.stdout.splitlines() if " " in line)
     assert fields["server"].startswith("mcp-resilient-example ")
     assert fields["endpoint"] == mcp_server.url
     assert fields["protocol"] == "2025-11-25"
     assert "tools (listChanged)" in fields["capabilities"]
     assert re.fullmatch(r"[0-9a-f]{32}", fields["session"])
+    assert re.search(r"connect\s+\d+\.\d ms \(initialize\)", result.stdout)
     assert re.search(r"round trip\s+\d+\.\d ms \(ping\)", result.stdout)
     assert result.stderr == ""
 
 
+def test_info_human_auto_lands_on_the_stateless_era(mcp_server: ServerProcess) -> None:
+    result = ok(run_cli(mcp_server.url))
+    fields = dict(line.split(None, 1) for line in result.stdout.splitlines() if " " in line)
+    assert fields["server"].startswith("mcp-resilient-example ")
+    assert fields["endpoint"] == mcp_server.url
+    assert fields["protocol"] == "2026-07-28"
+    assert fields["session"] == "(none: the server does not use sessions)"
+    assert re.search(r"\btools\b", fields["capabilities"])
+    # The stateless era has no initialize and no ping: both are server/discover.
+    assert re.search(r"connect\s+\d+\.\d ms \(server/discover\)", result.stdout)
+    assert re.search(r"round trip\s+\d+\.\d ms \(server/discover\)", result.stdout)
+    assert result.stderr == ""
+
+
 def test_info_json(mcp_server: ServerProcess) -> None:
-    info = document(ok(run_cli(mcp_server.url, "info", "--json")))
+    info = document(ok(run_cli(mcp_server.url, "info", "--json", *HANDSHAKE_ERA)))
     assert info["serverInfo"]["name"] == "mcp-resilient-example"
     assert info["endpoint"] == mcp_server.url
     assert info["endpoints"] == [mcp_server.url]
@@ -45,6 +65,16 @@ def test_info_json(mcp_server: ServerProcess) -> None:
     assert set(info["capabilities"]) >= {"tools", "resources", "prompts", "logging"}
     assert isinstance(info["sessionId"], str) and info["sessionId"]
     assert info["roundTripMs"] >= 0 and info["connectMs"] >= 0
+
+
+def test_info_json_auto_is_stateless(mcp_server: ServerProcess) -> None:
+    for version in ((), ("--protocol-version", "auto"), ("--protocol-version", "2026-07-28")):
+        info = document(ok(run_cli(mcp_server.url, "info", "--json", *version)))
+        assert info["serverInfo"]["name"] == "mcp-resilient-example", version
+        assert info["endpoint"] == mcp_server.url
+        assert info["protocolVersion"] == "2026-07-28", version
+        assert info["sessionId"] is None, version
+        assert set(info["capabilities"]) >= {"tools", "resources", "prompts", "logging"}
 
 
 def test_protocol_version_is_offered(mcp_server: ServerProcess) -> None:
@@ -58,7 +88,9 @@ def test_tools_table(mcp_server: ServerProcess) -> None:
     rows = {line.split()[0]: line for line in lines[1:]}
     assert re.match(r"add\s+a, b\s+read-only\s+Add two numbers", rows["add"])
     assert re.match(r"set_counter\s+value\s+writes, idempotent, destructive\s", rows["set_counter"])
-    assert re.match(r"increment\s+by\?, call_id\?, gate\?\s+writes\s", rows["increment"])
+    assert re.match(
+        r"increment\s+by\?, call_id\?, gate\?, reply_gate\?\s+writes\s", rows["increment"]
+    )
 
 
 def test_tools_json_and_one_tool(mcp_server: ServerProcess) -> None:
@@ -107,12 +139,22 @@ def test_call_progress_plain_lines_on_stderr(mcp_server: ServerProcess) -> None:
 
 def test_call_progress_survives_a_closed_stream(mcp_server: ServerProcess) -> None:
     # The server closes the SSE response after step 1; the client resumes with GET.
-    result = ok(
-        run_cli(mcp_server.url, "-v", "call", "slow_progress", "steps=3", "close_stream_at=1")
-    )
+    args = ("-v", "call", "slow_progress", "steps=3", "close_stream_at=1")
+    result = ok(run_cli(mcp_server.url, *HANDSHAKE_ERA, *args))
     assert json.loads(result.stdout) == {"steps": 3, "completed": True}
     assert "event stream_resumed" in result.stderr
     assert re.search(r"-> GET \S+ .*last-event-id=\S+", result.stderr)
+    # The stateless era has no resumable streams: the whole answer comes on the POST.
+    stateless = ok(run_cli(mcp_server.url, *args))
+    assert json.loads(stateless.stdout) == {"steps": 3, "completed": True}
+    assert [line for line in stateless.stderr.splitlines() if line.startswith("progress")] == [
+        "progress 1/3 step 1/3",
+        "progress 2/3 step 2/3",
+        "progress 3/3 step 3/3",
+    ]
+    assert "[protocol=2026-07-28]" in stateless.stderr
+    assert "event stream_resumed" not in stateless.stderr
+    assert "-> GET" not in stateless.stderr
 
 
 def test_server_log_messages_on_stderr(mcp_server: ServerProcess) -> None:
@@ -169,7 +211,7 @@ def test_headers_are_sent(mcp_server: ServerProcess) -> None:
 
 
 def test_verbose_trace_shows_the_session_and_exchanges(mcp_server: ServerProcess) -> None:
-    result = ok(run_cli(mcp_server.url, "info", "--json", "-v"))
+    result = ok(run_cli(mcp_server.url, "info", "--json", "-v", *HANDSHAKE_ERA))
     session = document(result)["sessionId"]
     trace = result.stderr
     assert f"<- 200 POST {mcp_server.url}" in trace
@@ -178,6 +220,22 @@ def test_verbose_trace_shows_the_session_and_exchanges(mcp_server: ServerProcess
     assert re.search(r"sse event id=\S+ result id=1", trace)
     assert f"event session_started endpoint={mcp_server.url} session={session}" in trace
     assert re.search(rf"-> DELETE {re.escape(mcp_server.url)}", trace)
+
+
+def test_verbose_trace_of_the_stateless_era(mcp_server: ServerProcess) -> None:
+    result = ok(run_cli(mcp_server.url, "info", "--json", "-v"))
+    assert document(result)["sessionId"] is None
+    trace = result.stderr
+    url = re.escape(mcp_server.url)
+    assert re.search(
+        rf"-> POST {url}\s+server/discover \(request id=1\)\s+\[protocol=2026-07-28\]", trace
+    )
+    assert f"<- 200 POST {mcp_server.url}" in trace
+    assert f"event session_started endpoint={mcp_server.url} protocol_version=2026-07-28" in trace
+    # No handshake, no session id on any exchange, nothing to DELETE at the end.
+    assert " initialize (request id=" not in trace
+    assert "session=" not in trace
+    assert "-> DELETE" not in trace
 
 
 def test_python_dash_m_runs_the_same_cli(mcp_server: ServerProcess) -> None:

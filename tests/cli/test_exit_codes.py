@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
+import httpx
+
 from tests.cli.conftest import CliResult, LiveCli, run_cli
+from tests.integration.conftest import ServerFactory
 from tests.rig import ServerProcess
 
 TRACEBACK = "Traceback (most recent call last)"
+COMMIT_TIMEOUT = 30.0
+POLL_INTERVAL = 0.05
 
 
 def one_error_line(result: CliResult) -> str:
@@ -68,7 +74,13 @@ def test_2_bad_json_on_stdin(mcp_server: ServerProcess) -> None:
 def test_2_unsupported_protocol_version(mcp_server: ServerProcess) -> None:
     result = run_cli(mcp_server.url, "--protocol-version", "1999-01-01", "ping")
     assert result.code == 2, result
-    assert "protocol_version must be one of" in one_error_line(result)
+    assert result.stdout == ""
+    # Rejected while parsing, before any connection: the line lists what is accepted.
+    assert one_error_line(result) == (
+        "mcp-call: error: argument --protocol-version: '1999-01-01' is not a protocol version"
+        " this client speaks (auto, 2026-07-28, 2025-11-25, 2025-06-18, 2025-03-26)"
+        " (see 'mcp-call --help')"
+    )
 
 
 def test_3_dead_url(dead_url: str) -> None:
@@ -141,22 +153,84 @@ def test_5_outcome_unknown_on_timeout(mcp_server: ServerProcess) -> None:
     result = run_cli(mcp_server.url, "call", "increment", f"gate={gate}", "--timeout", "2")
     assert result.code == 5, result
     line = one_error_line(result)
-    assert line.startswith(
-        "mcp-call: error: outcome unknown for tool 'increment': tools/call did not complete"
-    )
-    assert "the tool may or may not have run" in line
+    assert line.startswith("mcp-call: error: outcome unknown for tool 'increment': tools/call")
+    assert "2 s" in line and "may have run" in line and "check its effect" in line
+
+
+def executions(server: ServerProcess, call_id: str) -> int:
+    """How many times ``increment`` ran with ``call_id`` (the server's own count)."""
+    response = httpx.get(f"{server.base_url}/executions/{call_id}", timeout=10)
+    response.raise_for_status()
+    return int(response.json()["count"])
+
+
+def kill_once_committed(cli: LiveCli, server: ServerProcess, call_id: str) -> None:
+    """SIGKILL ``server`` once the gated ``increment`` ran (its answer waits at the gate).
+
+    A bounded wait on the server's execution count; fails if the CLI exits first.
+    """
+    cli.wait_for(r"-> POST \S+\s+tools/call increment")
+    deadline = time.monotonic() + COMMIT_TIMEOUT
+    while executions(server, call_id) < 1:
+        assert cli.proc.poll() is None, cli.finish()
+        assert time.monotonic() < deadline, f"increment did not run within {COMMIT_TIMEOUT}s"
+        time.sleep(POLL_INTERVAL)  # poll interval of a bounded wait on a condition
+    server.kill()
+
+
+def gated_increment(server: ServerProcess, *extra: str) -> tuple[list[str], str]:
+    """``mcp-call`` arguments for an ``increment`` that commits, then waits on a closed gate."""
+    call_id, gate = uuid.uuid4().hex, f"held-{uuid.uuid4().hex}"
+    args = [server.url, "-v", *extra, "call", "increment", f"call_id={call_id}", f"gate={gate}"]
+    return args, call_id
+
+
+def assert_outcome_unknown(result: CliResult) -> None:
+    assert result.code == 5, result
+    assert "OutcomeUnknownError" in result.stderr, result  # the -v traceback names it
+    assert "mcp-call: error: outcome unknown for tool 'increment':" in result.stderr, result
 
 
 def test_5_outcome_unknown_when_the_server_dies_mid_call(
+    server_factory: ServerFactory, live_cli: type[LiveCli]
+) -> None:
+    # A server without the idempotency ledger: a non-idempotent call in doubt is never
+    # re-sent, so the client must say the outcome is unknown.
+    server = server_factory("plain", env={"MCP_IDEMPOTENCY": "0"})
+    assert "idempotency" not in run_cli(server.url, "info").stdout
+    args, call_id = gated_increment(server)
+    cli = live_cli(args)
+    kill_once_committed(cli, server, call_id)
+    result = cli.finish()
+    assert_outcome_unknown(result)
+    # Nothing was re-sent: the only tools/call increment is the first one.
+    assert len(re.findall(r"-> POST \S+\s+tools/call increment", result.stderr)) == 1, result
+
+
+def test_5_outcome_unknown_when_the_server_dies_mid_call_in_the_handshake_era(
+    server_factory: ServerFactory, live_cli: type[LiveCli]
+) -> None:
+    server = server_factory("plain", env={"MCP_IDEMPOTENCY": "0"})
+    args, call_id = gated_increment(server, "--protocol-version", "2025-11-25")
+    cli = live_cli(args)
+    cli.wait_for(r"event session_started endpoint=\S+ session=\S+")
+    kill_once_committed(cli, server, call_id)
+    assert_outcome_unknown(cli.finish())
+
+
+def test_5_outcome_unknown_when_keyed_resends_cannot_connect(
     mcp_server: ServerProcess, live_cli: type[LiveCli]
 ) -> None:
-    gate = f"held-{uuid.uuid4().hex}"
-    cli = live_cli([mcp_server.url, "-v", "call", "increment", f"gate={gate}"])
-    # The call is in the server's hands once its response headers arrived.
-    cli.wait_for(r"-> POST \S+\s+tools/call increment")
-    cli.wait_for(r"<- 200 POST \S+ in ")
-    mcp_server.kill()
+    # The server honours idempotency keys, so the in-doubt increment is re-sent with its
+    # key; the server is gone and nothing comes back, so every re-send fails to connect.
+    # The first attempt may have run: the outcome is unknown (exit 5), not "nothing ran".
+    # (Regression test of a library bug that answered with the last ConnectError, exit 3.)
+    assert "io.github.mcp-resilient/idempotency" in run_cli(mcp_server.url, "info").stdout
+    args, call_id = gated_increment(mcp_server, "--retries", "1")
+    cli = live_cli(args)
+    kill_once_committed(cli, mcp_server, call_id)
     result = cli.finish()
-    assert result.code == 5, result
-    assert "OutcomeUnknownError" in result.stderr, result  # the -v traceback names it
-    assert "mcp-call: error: outcome unknown for tool 'increment':" in result.stderr
+    assert_outcome_unknown(result)
+    # The keyed re-send was attempted (and could not connect): this is that path.
+    assert len(re.findall(r"-> POST \S+\s+tools/call increment", result.stderr)) >= 2, result
+    assert "ConnectError" in result.stderr, result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import httpx
@@ -12,10 +13,25 @@ from tests.cli.conftest import LiveCli, run_cli
 from tests.integration.conftest import ServerFactory
 from tests.rig import ServerProcess
 
+# Sessions, their failover and resume_session exist only in the handshake era.
+HANDSHAKE_ERA = ("--protocol-version", "2025-11-25")
+
 
 def open_gate(server: ServerProcess, name: str) -> None:
     response = httpx.post(f"{server.base_url}/gates/{name}", timeout=10)
     response.raise_for_status()
+
+
+def waiting_at(server: ServerProcess, gate: str, timeout: float = 30.0) -> str:
+    """The instance a call waits at ``gate`` on (shared state): a bounded wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(f"{server.base_url}/gates/{gate}", timeout=10)
+        response.raise_for_status()
+        if waiting := response.json()["waiting"]:
+            return str(waiting)
+        assert time.monotonic() < deadline, f"nothing waited at gate {gate} within {timeout}s"
+        time.sleep(0.05)  # poll interval of a bounded wait on a condition
 
 
 def start_paused_call(
@@ -25,6 +41,7 @@ def start_paused_call(
     cli = live_cli(
         [
             *(s.url for s in servers),
+            *HANDSHAKE_ERA,
             "-v",
             "call",
             "slow_progress",
@@ -88,7 +105,16 @@ def test_notes_on_stderr_without_verbose(
 ) -> None:
     servers = [server_factory("a"), server_factory("b")]
     gate = f"failover-{uuid.uuid4().hex}"
-    cli = live_cli([*(s.url for s in servers), "call", "slow_progress", "steps=2", f"gate={gate}"])
+    cli = live_cli(
+        [
+            *(s.url for s in servers),
+            *HANDSHAKE_ERA,
+            "call",
+            "slow_progress",
+            "steps=2",
+            f"gate={gate}",
+        ]
+    )
     # Without -v the first progress line tells that the call is running (and paused).
     cli.wait_for(r"^progress 1/2")
     # Which server runs it is not printed without -v: kill the one whose session is open.
@@ -118,5 +144,41 @@ def test_dead_first_url_still_succeeds(dead_url: str, mcp_server: ServerProcess)
     assert result.code == 0, result
     assert json.loads(result.stdout)["endpoint"] == mcp_server.url
     if f"!! POST {dead_url}" in result.stderr:
-        # The pool tried the dead URL first (it picks at random): the trace says so.
-        assert f"failover: {dead_url} failed; connected to {mcp_server.url}" in result.stderr
+        # The pool tried the dead URL (it picks at random): the retry event names the URL
+        # it moves to, and the one that failed.
+        assert re.search(
+            rf"\*\* event retry endpoint={re.escape(mcp_server.url)} .*"
+            rf"from_endpoint={re.escape(dead_url)}",
+            result.stderr,
+        ), result
+
+
+def test_stateless_era_resends_a_safe_call_to_the_survivor(
+    server_factory: ServerFactory, live_cli: type[LiveCli]
+) -> None:
+    # auto lands on 2026-07-28: no session to move or resume, the read-only call is re-sent.
+    servers = [server_factory("a"), server_factory("b")]
+    gate = f"failover-{uuid.uuid4().hex}"
+    cli = live_cli(
+        [*(s.url for s in servers), "-v", "call", "slow_progress", "steps=2", f"gate={gate}"]
+    )
+    cli.wait_for(r"sse event .*notifications/progress")
+    # The call waits at the gate after step 1; the shared store says on which instance.
+    victim = next(s for s in servers if s.instance == waiting_at(servers[0], gate))
+    survivor = next(s for s in servers if s is not victim)
+    victim.kill()
+    open_gate(survivor, gate)
+    result = cli.finish()
+
+    assert result.code == 0, result
+    assert json.loads(result.stdout) == {"steps": 2, "completed": True}
+    trace = result.stderr
+    assert "[protocol=2026-07-28]" in trace
+    assert re.search(
+        rf"\*\* event retry endpoint={re.escape(survivor.url)} method=tools/call .*"
+        rf"from_endpoint={re.escape(victim.url)}",
+        trace,
+    ), result
+    assert re.search(rf"-> POST {re.escape(survivor.url)}\s+tools/call slow_progress", trace)
+    assert "session=" not in trace
+    assert "tools/call resume_session" not in trace

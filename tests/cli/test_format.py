@@ -125,6 +125,27 @@ def test_events_worth_a_note() -> None:
     assert fmt.describe_event(retry) == (
         "retry: initialize attempt 1 failed on http://a/mcp (refused); retrying in 0.1 s"
     )
+    # As the client reports it after a failover: the event names where the retry goes.
+    moved = Event(
+        "retry",
+        "http://b/mcp",
+        None,
+        {
+            "method": "tools/call",
+            "attempt": 1,
+            "delay": 0.1,
+            "error": "reset",
+            "from_endpoint": "http://a/mcp",
+        },
+    )
+    assert fmt.describe_event(moved) == (
+        "retry: tools/call attempt 1 failed on http://a/mcp (reset); retrying in 0.1 s"
+        " on http://b/mcp"
+    )
+    stateless = Event("failover", "http://b/mcp", None, {"from_endpoint": "http://a/mcp"})
+    assert fmt.describe_event(stateless) == (
+        "failover: requests moved from http://a/mcp to http://b/mcp"
+    )
     assert fmt.describe_event(Event("session_started", "http://a/mcp", "s1")) is None
     assert fmt.describe_event(Event("outcome_unknown", "http://a/mcp", "s1")) is None
 
@@ -172,6 +193,30 @@ def test_exit_codes(exc: BaseException, phase: str, code: int) -> None:
     assert exit_code_for(exc, phase=phase) == code
 
 
+class _TimedOutMayHaveRun(OutcomeUnknownError, RequestTimeoutError):
+    """The library's "timed out and may have run" error has this shape (both bases)."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "safe", "code"),
+    [
+        # A call that may run twice: a lost answer is a plain failure, nothing is in doubt.
+        (RequestTimeoutError("slow", endpoint=E), True, 4),
+        (StreamEndedError("ended", endpoint=E), True, 4),
+        (RequestTimeoutError("slow", endpoint=E), False, 5),
+        (_TimedOutMayHaveRun("late", method="tools/call", request_id=3, stage="sent"), False, 5),
+        (_TimedOutMayHaveRun("late", method="tools/call", request_id=3, stage="sent"), True, 5),
+    ],
+)
+def test_exit_codes_of_a_call_by_safety(exc: BaseException, safe: bool, code: int) -> None:
+    assert exit_code_for(exc, phase="call", safe=safe) == code
+
+
+def test_a_safe_timeout_is_explained_as_a_timeout() -> None:
+    text = explain(RequestTimeoutError("slow", endpoint=E), phase="call", tool="get", safe=True)
+    assert text == f"slow (endpoint {E}); try a larger --timeout if the server is just slow"
+
+
 def test_explanations_say_what_where_and_what_to_try() -> None:
     text = explain(HTTPStatusError(401, "POST got HTTP 401", endpoint=E), phase="connect")
     assert (
@@ -192,3 +237,24 @@ def test_retry_policy_tries_every_url_then_the_retries() -> None:
     opts.retries = 0
     assert retry_policy(opts).max_attempts == 2
     assert retry_policy(opts).failure_threshold == 1
+
+
+def test_connect_failover_note_names_the_endpoint_that_failed() -> None:
+    # Retry events name where the retry goes; the note must name where it failed.
+    from types import SimpleNamespace
+
+    from mcp_resilient.cli._run import _report_connect_failover, _State
+
+    state = _State()
+    state.events.append(
+        Event(
+            "retry",
+            "http://b/mcp",
+            None,
+            {"method": "initialize", "attempt": 1, "from_endpoint": "http://a/mcp"},
+        )
+    )
+    err = io.StringIO()
+    client = SimpleNamespace(endpoint="http://b/mcp")
+    _report_connect_failover(client, state, Output(stdout=io.StringIO(), stderr=err))  # type: ignore[arg-type]
+    assert err.getvalue() == "mcp-call: failover: http://a/mcp failed; connected to http://b/mcp\n"

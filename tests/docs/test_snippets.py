@@ -11,6 +11,7 @@ import ast
 import asyncio
 import functools
 import inspect
+import json
 import linecache
 import logging
 import os
@@ -291,6 +292,46 @@ def run_page(
     return None, skipped
 
 
+def run_page_isolated(
+    path: Path, base_urls: list[str], tmp_path: Path
+) -> tuple[str | None, list[str]]:
+    """``run_page`` in a fresh interpreter, as a reader runs a page.
+
+    Pages set process-wide state a reader sets once at start-up (OpenTelemetry's global
+    tracer provider, logging configuration): run in this process, it would leak into the
+    pages and tests after them.
+    """
+    blocks = parse_blocks(path)
+    limit = BLOCK_TIMEOUT * max(1, len(blocks)) + CLEANUP_TIMEOUT + 30
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, str(path), str(tmp_path), *base_urls],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"{path.name}: the page did not finish within {limit:g} s", []
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return f"{path.name}: the page runner exited {proc.returncode}:\n{proc.stderr}", []
+    outcome = json.loads(lines[-1])
+    return outcome["failure"], outcome["skipped"]
+
+
+def _main(argv: list[str]) -> int:
+    """Entry point of ``run_page_isolated``'s child: run one page, print the outcome."""
+    path, tmp_path, base_urls = Path(argv[0]), Path(argv[1]), argv[2:]
+    ResilientClient.call_tool = _no_unknown_tools(ResilientClient.call_tool)  # type: ignore[method-assign]
+    failure, skipped = run_page(path, base_urls, tmp_path)
+    print(json.dumps({"failure": failure, "skipped": skipped}))
+    return 0
+
+
 @pytest.fixture
 def checked_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     """Calls of tools the server does not have fail the page."""
@@ -304,7 +345,7 @@ def test_page_snippets_run(
     path: Path, doc_servers: ServerCluster, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     base_urls = [server.base_url for server in doc_servers]
-    failure, skipped = run_page(path, base_urls, tmp_path)
+    failure, skipped = run_page_isolated(path, base_urls, tmp_path)
     for line in skipped:
         request.node.user_properties.append((SKIPPED_PROPERTY, line))
     if failure is not None:
@@ -397,3 +438,7 @@ def test_library_warnings_are_silent_until_logging_is_configured(configure: str)
     )
     assert proc.returncode == 0, proc.stderr
     assert ("session lost" in proc.stderr) == bool(configure), proc.stderr
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

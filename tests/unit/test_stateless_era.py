@@ -365,19 +365,22 @@ def cut_stream(body: dict[str, Any], request: httpx.Request) -> httpx.Response:
                                    "params": {"progressToken": 0, "progress": 1}}))  # fmt: skip
 
 
-async def test_a_cut_answer_to_a_read_only_call_is_reissued_with_a_new_id(
-    fake: StatelessFake,
-) -> None:
+def cut_the_first_call(fake: StatelessFake) -> None:
+    """The first ``tools/call`` answer is cut mid-stream; later ones are answered normally."""
     cuts = 0
 
     def once(body: dict[str, Any], request: httpx.Request) -> httpx.Response:
         nonlocal cuts
-        if cuts == 0:
-            cuts += 1
-            return cut_stream(body, request)
-        return fake.default("tools/call", body)
+        cuts += 1
+        return cut_stream(body, request) if cuts == 1 else fake.default("tools/call", body)
 
     fake.on("tools/call", once)
+
+
+async def test_a_cut_answer_to_a_read_only_call_is_reissued_with_a_new_id(
+    fake: StatelessFake,
+) -> None:
+    cut_the_first_call(fake)
     with anyio.fail_after(LIMIT):
         async with ResilientClient(URL, retry=FAST) as client:
             await client.list_tools()  # "add" is readOnlyHint
@@ -405,14 +408,7 @@ async def test_a_cut_answer_to_an_unsafe_call_is_outcome_unknown(fake: Stateless
 
 async def test_idempotent_true_allows_the_reissue(fake: StatelessFake) -> None:
     fake.tools = [{"name": "put", "inputSchema": {"type": "object"}}]
-    cuts = 0
-
-    def once(body: dict[str, Any], request: httpx.Request) -> httpx.Response:
-        nonlocal cuts
-        cuts += 1
-        return cut_stream(body, request) if cuts == 1 else fake.default("tools/call", body)
-
-    fake.on("tools/call", once)
+    cut_the_first_call(fake)
     with anyio.fail_after(LIMIT):
         async with ResilientClient(URL, retry=FAST) as client:
             await client.call_tool("put", {"v": 1}, idempotent=True)
@@ -568,14 +564,7 @@ async def test_stale_annotations_are_listed_again_before_a_reissue(fake: Statele
     fake.tools = [
         {"name": "get", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": True}}
     ]
-    cuts = 0
-
-    def once(body: dict[str, Any], request: httpx.Request) -> httpx.Response:
-        nonlocal cuts
-        cuts += 1
-        return cut_stream(body, request) if cuts == 1 else fake.default("tools/call", body)
-
-    fake.on("tools/call", once)
+    cut_the_first_call(fake)
     with anyio.fail_after(LIMIT):
         async with ResilientClient(URL, retry=FAST) as client:
             await client.list_tools()
