@@ -197,6 +197,7 @@ class RawClient:
             "Content-Type": "application/json",
         }
         self.protocol_version: str | None = None
+        self._call_params: dict[str, Any] = {"name": "add", "arguments": TOOL_ARGS}
 
     async def _post(self, message: dict[str, Any]) -> httpx.Response:
         body = json.dumps(message, separators=(",", ":")).encode()
@@ -249,7 +250,7 @@ class RawClient:
                 "jsonrpc": "2.0",
                 "id": self._next_id,
                 "method": "tools/call",
-                "params": {"name": "add", "arguments": TOOL_ARGS},
+                "params": self._call_params,
             }
         )
         return self._message(response)
@@ -281,18 +282,7 @@ class RawStatelessClient(RawClient):
             "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": {"name": "raw-httpx-bench", "version": "0"},
         }
-
-    async def call(self) -> dict[str, Any]:
-        self._next_id += 1
-        response = await self._post(
-            {
-                "jsonrpc": "2.0",
-                "id": self._next_id,
-                "method": "tools/call",
-                "params": {"name": "add", "arguments": TOOL_ARGS, "_meta": self._meta},
-            }
-        )
-        return self._message(response)
+        self._call_params = {"name": "add", "arguments": TOOL_ARGS, "_meta": self._meta}
 
 
 @contextlib.asynccontextmanager
@@ -322,76 +312,59 @@ async def open_raw_stateless(url: str) -> AsyncIterator[Opened]:
 
 
 @contextlib.asynccontextmanager
-async def open_resilient(url: str) -> AsyncIterator[Opened]:
-    from mcp_resilient import ResilientClient
-
-    async with ResilientClient(url, protocol_version=PROTOCOL_VERSION, listen=True) as client:
+async def _calling_add(
+    client: contextlib.AbstractAsyncContextManager[Any], extract: Callable[[object], object]
+) -> AsyncIterator[Opened]:
+    """Open an SDK client (``call_tool`` and ``protocol_version``) for the ``add`` calls."""
+    async with client as opened:
         yield Opened(
-            functools.partial(client.call_tool, "add", TOOL_ARGS),
-            client.protocol_version,
-            _structured,
+            functools.partial(opened.call_tool, "add", TOOL_ARGS),
+            opened.protocol_version,
+            extract,
         )
 
 
-@contextlib.asynccontextmanager
-async def open_mcp(url: str) -> AsyncIterator[Opened]:
+def _fastmcp_data(result: object) -> object:
+    return getattr(result, "data", None)
+
+
+# The SDKs are imported only by the factory that needs them.
+def open_resilient(url: str) -> contextlib.AbstractAsyncContextManager[Opened]:
+    from mcp_resilient import ResilientClient
+
+    client = ResilientClient(url, protocol_version=PROTOCOL_VERSION, listen=True)
+    return _calling_add(client, _structured)
+
+
+def open_mcp(url: str) -> contextlib.AbstractAsyncContextManager[Opened]:
     from mcp import Client
 
     # mode="legacy": the initialize handshake (offers the newest handshake-era version).
-    async with Client(url, mode="legacy") as client:
-        yield Opened(
-            functools.partial(client.call_tool, "add", TOOL_ARGS),
-            client.protocol_version,
-            _structured,
-        )
+    return _calling_add(Client(url, mode="legacy"), _structured)
 
 
-@contextlib.asynccontextmanager
-async def open_fastmcp(url: str) -> AsyncIterator[Opened]:
+def open_fastmcp(url: str) -> contextlib.AbstractAsyncContextManager[Opened]:
     from fastmcp import Client
 
-    async with Client(url, mode="legacy") as client:
-        yield Opened(
-            functools.partial(client.call_tool, "add", TOOL_ARGS),
-            client.protocol_version,
-            lambda result: getattr(result, "data", None),
-        )
+    return _calling_add(Client(url, mode="legacy"), _fastmcp_data)
 
 
-@contextlib.asynccontextmanager
-async def open_resilient_auto(url: str) -> AsyncIterator[Opened]:
+def open_resilient_auto(url: str) -> contextlib.AbstractAsyncContextManager[Opened]:
     from mcp_resilient import ResilientClient
 
-    async with ResilientClient(url) as client:
-        yield Opened(
-            functools.partial(client.call_tool, "add", TOOL_ARGS),
-            client.protocol_version,
-            _structured,
-        )
+    return _calling_add(ResilientClient(url), _structured)
 
 
-@contextlib.asynccontextmanager
-async def open_mcp_auto(url: str) -> AsyncIterator[Opened]:
+def open_mcp_auto(url: str) -> contextlib.AbstractAsyncContextManager[Opened]:
     from mcp import Client
 
-    async with Client(url) as client:
-        yield Opened(
-            functools.partial(client.call_tool, "add", TOOL_ARGS),
-            client.protocol_version,
-            _structured,
-        )
+    return _calling_add(Client(url), _structured)
 
 
-@contextlib.asynccontextmanager
-async def open_fastmcp_auto(url: str) -> AsyncIterator[Opened]:
+def open_fastmcp_auto(url: str) -> contextlib.AbstractAsyncContextManager[Opened]:
     from fastmcp import Client
 
-    async with Client(url) as client:
-        yield Opened(
-            functools.partial(client.call_tool, "add", TOOL_ARGS),
-            client.protocol_version,
-            lambda result: getattr(result, "data", None),
-        )
+    return _calling_add(Client(url), _fastmcp_data)
 
 
 CLIENTS: dict[str, tuple[str, ClientFactory]] = {

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import (  # noqa: F401  (fixtures and the log-dump hook)
-    _dump_logs,
     mcp_server,
     pytest_runtest_makereport,
+    running_cluster,
     server_factory,
     state_db,
 )
@@ -34,15 +34,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Generator[ServerCluster, None, None]:
     """Two example-server replicas sharing state through one SQLite file."""
-    servers = ServerCluster(
-        2,
-        env={"STATE_DB": str(tmp_path / "state.sqlite3")},
-        prefix="door",
-        log_dir=tmp_path / "logs",
-    )
-    servers.start()
-    try:
-        yield servers
-    finally:
-        _dump_logs(request, list(servers))
-        servers.stop()
+    env = {"STATE_DB": str(tmp_path / "state.sqlite3")}
+    yield from running_cluster(request, tmp_path, env, size=2, prefix="door")

@@ -59,7 +59,12 @@ def _dump_logs(request: pytest.FixtureRequest, servers: list[ServerProcess]) -> 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Generator[RedisProcess, None, None]:
-    """One throwaway redis-server for the whole run (tests isolate by key prefix).
+    """One throwaway redis-server for the whole run (tests isolate by key prefix)."""
+    yield from running_redis()
+
+
+def running_redis() -> Generator[RedisProcess, None, None]:
+    """Start a throwaway redis-server for a fixture to ``yield from``; always cleaned up.
 
     Missing ``redis-server``: skipped locally, but a failure in CI (env ``CI`` set),
     where a silent skip would hide every Redis test.
@@ -146,18 +151,30 @@ def mcp_server(server_factory: ServerFactory) -> ServerProcess:
     return server_factory("single")
 
 
-@pytest.fixture
-def mcp_cluster(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
+def running_cluster(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    env: Mapping[str, str],
+    *,
+    size: int = CLUSTER_SIZE,
+    prefix: str = "node",
 ) -> Generator[ServerCluster, None, None]:
-    """Three healthy instances sharing state (and the event store) through Redis."""
-    cluster = ServerCluster(CLUSTER_SIZE, env=redis_env, prefix="node", log_dir=tmp_path / "logs")
+    """Start a cluster for a fixture to ``yield from``: logs dumped on failure, always stopped."""
+    cluster = ServerCluster(size, env=env, prefix=prefix, log_dir=tmp_path / "logs")
     cluster.start()
     try:
         yield cluster
     finally:
         _dump_logs(request, list(cluster))
         cluster.stop()
+
+
+@pytest.fixture
+def mcp_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
+) -> Generator[ServerCluster, None, None]:
+    """Three healthy instances sharing state (and the event store) through Redis."""
+    yield from running_cluster(request, tmp_path, redis_env)
 
 
 @pytest.fixture

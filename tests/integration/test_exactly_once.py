@@ -16,29 +16,35 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Generator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import httpx
 import pytest
+from mcp_types import CallToolResult
 
 from examples._haproxy import ROUND_ROBIN_CONFIG, HAProxyProcess, haproxy_path
 from mcp_resilient import HANDSHAKE_VERSIONS, OutcomeUnknownError, ResilientClient, RetryPolicy
 from mcp_resilient._classify import IDEMPOTENCY_META_KEY, honours_idempotency_keys
-from tests.integration.conftest import CLUSTER_SIZE, _dump_logs
+from tests.integration.conftest import running_cluster
 from tests.rig import ServerCluster, ServerProcess
-from tests.rig.ops import executions, open_gate, wait_until
+from tests.rig.ops import (
+    LoadWorker,
+    assert_acked_ran_once,
+    executions,
+    open_gate,
+    progress_after,
+    restart_each,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
 ERAS = {"handshake": HANDSHAKE_VERSIONS[0], "stateless": "2026-07-28"}
 WORKERS = 4
-PACE = 0.02  # seconds between a worker's calls: a steady load, not a flood
-MAX_CALLS_PER_WORKER = 5000  # a bound, not a target
 RANDOM_KILLS = 3
 LEASE = "2"  # seconds: how long a dead owner's claim outlives it
 BOUND = 600.0
@@ -53,24 +59,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _cluster(
-    request: pytest.FixtureRequest, tmp_path: Path, env: dict[str, str]
-) -> Generator[ServerCluster, None, None]:
-    servers = ServerCluster(CLUSTER_SIZE, env=env, prefix="node", log_dir=tmp_path / "logs")
-    servers.start()
-    try:
-        yield servers
-    finally:
-        _dump_logs(request, list(servers))
-        servers.stop()
-
-
 @pytest.fixture
 def kit_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
 ) -> Generator[ServerCluster, None, None]:
     """Three example servers on the kit (ledger on), sharing Redis; a short lease."""
-    yield from _cluster(request, tmp_path, {**redis_env, "MCP_LEDGER_LEASE": LEASE})
+    yield from running_cluster(request, tmp_path, {**redis_env, "MCP_LEDGER_LEASE": LEASE})
 
 
 @pytest.fixture
@@ -78,7 +72,7 @@ def plain_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
 ) -> Generator[ServerCluster, None, None]:
     """The same servers without the ledger: no capability, keys are ignored."""
-    yield from _cluster(request, tmp_path, {**redis_env, "MCP_IDEMPOTENCY": "0"})
+    yield from running_cluster(request, tmp_path, {**redis_env, "MCP_IDEMPOTENCY": "0"})
 
 
 def _proxy(cluster: ServerCluster, tmp_path: Path, era: str) -> HAProxyProcess:
@@ -92,61 +86,22 @@ def _proxy(cluster: ServerCluster, tmp_path: Path, era: str) -> HAProxyProcess:
 
 
 @dataclass
-class Worker:
-    name: str
-    acked: list[str] = field(default_factory=list)
-    unknown: list[OutcomeUnknownError] = field(default_factory=list)
-    unknown_ids: list[str] = field(default_factory=list)
+class Worker(LoadWorker):
     replayed: int = 0
     final_counter: int | None = None
+
+    def note(self, result: CallToolResult) -> None:
+        self.replayed += bool((result.meta or {}).get(REPLAYED))
 
 
 async def run_worker(worker: Worker, urls: list[str], era: str, stop: anyio.Event) -> None:
     async with ResilientClient(urls, retry=FAST, timeout=120, protocol_version=ERAS[era]) as client:
         assert honours_idempotency_keys(client.server_capabilities), client.server_capabilities
-        for _ in range(MAX_CALLS_PER_WORKER):
-            if stop.is_set():
-                break
-            call_id = uuid.uuid4().hex
-            try:
-                result = await client.call_tool("increment", {"by": 1, "call_id": call_id})
-            except OutcomeUnknownError as exc:
-                worker.unknown.append(exc)
-                worker.unknown_ids.append(call_id)
-                continue
-            assert result.is_error is False, result
-            worker.acked.append(call_id)
-            worker.replayed += bool((result.meta or {}).get(REPLAYED))
-            await anyio.sleep(PACE)
+        await worker.run(client, stop, worker.note)
         if era == "handshake":  # a counter per session: only the handshake era has sessions
             counter = await client.call_tool("get_counter")
             assert counter.structured_content is not None
             worker.final_counter = int(counter.structured_content["result"])
-
-
-async def progress_after(workers: list[Worker], at_least: int) -> None:
-    def total() -> int:
-        return sum(len(w.acked) + len(w.unknown) for w in workers)
-
-    start = total()
-    with anyio.fail_after(120):
-        while total() < start + at_least:
-            await anyio.sleep(0.05)
-
-
-async def counts(server: ServerProcess, call_ids: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-
-    async def fetch(http: httpx.AsyncClient, chunk: list[str]) -> None:
-        for call_id in chunk:
-            response = await http.get(f"{server.base_url}/executions/{call_id}")
-            response.raise_for_status()
-            found[call_id] = int(response.json()["count"])
-
-    async with httpx.AsyncClient(timeout=10) as http, anyio.create_task_group() as tg:
-        for i in range(8):
-            tg.start_soon(fetch, http, call_ids[i::8])
-    return found
 
 
 @pytest.mark.parametrize("era", ["handshake", "stateless"])
@@ -159,29 +114,30 @@ async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
     workers = [Worker(f"w{i}") for i in range(WORKERS)]
     stop = anyio.Event()
     chaos = random.Random()
+
+    async def progress(at_least: int) -> None:
+        await progress_after(lambda: sum(w.calls for w in workers), at_least, "calls", 120)
+
+    async def more() -> None:
+        await progress(2 * WORKERS)
+
     try:
         with anyio.fail_after(BOUND):
             async with anyio.create_task_group() as tg:
                 for worker in workers:
                     tg.start_soon(run_worker, worker, urls, era, stop)
-                await progress_after(workers, 3 * WORKERS)
-                for _ in range(RANDOM_KILLS):
-                    victim = chaos.choice(kit_cluster.servers)
-                    # SIGKILL, then start again (a generous bound: a loaded 2-core machine
-                    # can take many seconds to serve a fresh process's first requests).
-                    await anyio.to_thread.run_sync(lambda s=victim: s.restart(RESTART_BOUND))
-                    await progress_after(workers, 2 * WORKERS)
-                for server in kit_cluster:  # rolling restart
-                    await anyio.to_thread.run_sync(
-                        lambda s=server: s.restart(RESTART_BOUND, graceful=True)
-                    )
-                    await progress_after(workers, 2 * WORKERS)
+                await progress(3 * WORKERS)
+                # SIGKILL, then start again (a generous bound: a loaded 2-core machine
+                # can take many seconds to serve a fresh process's first requests).
+                victims = [chaos.choice(kit_cluster.servers) for _ in range(RANDOM_KILLS)]
+                await restart_each(victims, more, graceful=False, timeout=RESTART_BOUND)
+                await restart_each(kit_cluster, more, timeout=RESTART_BOUND)  # rolling restart
                 stop.set()
     finally:
         if proxy is not None:
             proxy.stop()
 
-    calls = sum(len(w.acked) + len(w.unknown) for w in workers)
+    calls = sum(w.calls for w in workers)
     unknown = sum(len(w.unknown) for w in workers)
     replayed = sum(w.replayed for w in workers)
     print(
@@ -190,18 +146,13 @@ async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
     )
     checker = kit_cluster[0]
     for worker in workers:
-        assert worker.acked, f"{worker.name} made no progress"
-        for exc in worker.unknown:
+        for exc in worker.errors:
             # Only the kind the server confirms: it started and never finished.
             assert CONFIRMED in exc.stage, exc
             assert "started and never finished" in str(exc), exc
-        ran = await counts(checker, worker.acked + worker.unknown_ids)
-        duplicated = {cid: n for cid, n in ran.items() if n > 1}
-        assert not duplicated, f"{worker.name}: increments that ran twice: {duplicated}"
-        lost = [cid for cid in worker.acked if ran[cid] != 1]
-        assert not lost, f"{worker.name}: acknowledged increments with no run: {lost}"
+        ran = await assert_acked_ran_once(checker, worker)
         if worker.final_counter is not None:
-            ran_unknown = sum(ran[cid] for cid in worker.unknown_ids)
+            ran_unknown = sum(ran[cid] for cid in worker.unknown)
             assert len(worker.acked) <= worker.final_counter <= len(worker.acked) + ran_unknown, (
                 worker
             )
@@ -221,22 +172,36 @@ async def test_answer_lost_after_the_ledger_recorded_it_is_replayed(
                 "increment", {"by": 1, "call_id": call_id, "reply_gate": gate}, timeout=60
             )
 
-        async def held() -> bool:
-            return await _waiting_on(kit_cluster[0], gate) is not None
-
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                await wait_until(held, "answer recorded and held at the reply gate")
-                instance = await _waiting_on(kit_cluster[0], gate)
-                holder = next(s for s in kit_cluster if s.instance == instance)
-                holder.kill()
-                witness = next(s for s in kit_cluster if s is not holder)
-                await open_gate(witness, gate)
+        _holder, witness = await _kill_the_holder(
+            kit_cluster, gate, call, "answer recorded and held at the reply gate"
+        )
     result = outcome["result"]
     assert result.is_error is False
     assert (result.meta or {}).get(REPLAYED) is True, result
     assert await executions(witness, call_id) == 1
+
+
+async def _kill_the_holder(
+    cluster: ServerCluster, gate: str, call: Callable[[], Awaitable[None]], what: str
+) -> tuple[ServerProcess, ServerProcess]:
+    """Run ``call``, SIGKILL the instance whose call waits at ``gate``, open it on a survivor.
+
+    Returns that instance and the survivor (the witness to ask what ran).
+    """
+
+    async def held() -> bool:
+        return await _waiting_on(cluster[0], gate) is not None
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await wait_until(held, what)
+            instance = await _waiting_on(cluster[0], gate)
+            holder = next(s for s in cluster if s.instance == instance)
+            holder.kill()
+            witness = next(s for s in cluster if s is not holder)
+            await open_gate(witness, gate)
+    return holder, witness
 
 
 async def _waiting_on(server: ServerProcess, gate: str) -> str | None:
@@ -270,9 +235,6 @@ async def test_without_the_capability_behaviour_is_unchanged(
     ):
         assert not honours_idempotency_keys(client.server_capabilities)
 
-        async def held() -> bool:
-            return await _waiting_on(plain_cluster[0], gate) is not None
-
         async def call() -> None:
             try:
                 outcome["value"] = await client.call_tool(
@@ -281,15 +243,9 @@ async def test_without_the_capability_behaviour_is_unchanged(
             except OutcomeUnknownError as exc:
                 outcome["value"] = exc
 
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                await wait_until(held, "increment committed and held at its gate")
-                instance = await _waiting_on(plain_cluster[0], gate)
-                holder = next(s for s in plain_cluster if s.instance == instance)
-                holder.kill()
-                witness = next(s for s in plain_cluster if s is not holder)
-                await open_gate(witness, gate)
+        _holder, witness = await _kill_the_holder(
+            plain_cluster, gate, call, "increment committed and held at its gate"
+        )
         retries = client.stats.retries
     error = outcome["value"]
     assert isinstance(error, OutcomeUnknownError), error
@@ -332,9 +288,6 @@ async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
         ) as client,
     ):
 
-        async def held() -> bool:
-            return await _waiting_on(kit_cluster[0], gate) is not None
-
         async def call() -> None:
             try:
                 outcome["value"] = await client.call_tool(
@@ -346,15 +299,9 @@ async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
             except OutcomeUnknownError as exc:
                 outcome["value"] = exc
 
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                await wait_until(held, "increment committed and held at its gate")
-                instance = await _waiting_on(kit_cluster[0], gate)
-                holder = next(s for s in kit_cluster if s.instance == instance)
-                holder.kill()
-                witness = next(s for s in kit_cluster if s is not holder)
-                await open_gate(witness, gate)
+        holder, witness = await _kill_the_holder(
+            kit_cluster, gate, call, "increment committed and held at its gate"
+        )
     value = outcome["value"]
     keys = [body["params"]["_meta"][IDEMPOTENCY_META_KEY] for body in sent]
     runs = await executions(witness, call_id)

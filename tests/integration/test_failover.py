@@ -23,7 +23,13 @@ from mcp_resilient import (
     RetryPolicy,
 )
 from tests.rig import ServerCluster, ServerProcess
-from tests.rig.ops import executions, increment_killed_mid_call, open_gate, wait_until
+from tests.rig.ops import (
+    SafeGatedCall,
+    executions,
+    increment_killed_mid_call,
+    open_gate,
+    wait_until,
+)
 
 # Sessions, resume_session and Last-Event-ID exist only in the handshake era; the
 # stateless era is covered by test_eras.py and test_failover_stateless.py.
@@ -84,38 +90,18 @@ async def test_kill_mid_call_safe_calls_complete_elsewhere(
         await client.list_tools()  # slow_progress is annotated read-only
         victim = victim_of(mcp_cluster, client)
         other = survivor(mcp_cluster, victim)
-        args: dict[str, Any] = (
-            {"steps": 2, "gate": gate, "gate_at": 1}
-            if tool == "slow_progress"
-            else {"by": 1, "gate": gate, "call_id": call_id}
-        )
-        progress_seen = anyio.Event()
-
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            progress_seen.set()
-
-        result: dict[str, Any] = {}
-
-        async def call() -> None:
-            result["value"] = await client.call_tool(
-                tool,
-                args,
-                timeout=BOUND,
-                progress_handler=on_progress,
-                idempotent=True if tool == "increment" else None,
-            )
-
+        call = SafeGatedCall(client, tool, gate, call_id, BOUND)
         with anyio.fail_after(BOUND):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
+                tg.start_soon(call.run)
                 if tool == "slow_progress":
-                    await progress_seen.wait()
+                    await call.progress_seen.wait()
                 else:
                     await wait_until(lambda: _executed(other, call_id), "increment committed")
                 victim.kill()
                 await wait_until(lambda: _moved(client, victim), "client moved to another backend")
                 await open_gate(other, gate)
-        assert result["value"].is_error is False
+        assert call.result.is_error is False
         assert client.endpoint != victim.url
         assert client.stats.retries >= 1
 

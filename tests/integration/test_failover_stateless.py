@@ -22,15 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import httpx
 import pytest
 
 from examples._haproxy import ROUND_ROBIN_CONFIG, HAProxyProcess, haproxy_path
 from mcp_resilient import OutcomeUnknownError, ResilientClient, RetryPolicy
-from tests.integration.conftest import CLUSTER_SIZE, _dump_logs
+from tests.integration.conftest import running_cluster
 from tests.rig import ServerCluster, ServerProcess
-from tests.rig.ops import executions, open_gate, wait_until
+from tests.rig.ops import (
+    LoadWorker,
+    SafeGatedCall,
+    assert_acked_ran_once,
+    executions,
+    open_gate,
+    progress_after,
+    restart_each,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -51,13 +59,7 @@ def cluster(
 ) -> Generator[ServerCluster, None, None]:
     """Three example servers sharing Redis, with the idempotency ledger on or off."""
     env = {**redis_env, "MCP_IDEMPOTENCY": "1" if request.param == "ledger" else "0"}
-    servers = ServerCluster(CLUSTER_SIZE, env=env, prefix="node", log_dir=tmp_path / "logs")
-    servers.start()
-    try:
-        yield servers
-    finally:
-        _dump_logs(request, list(servers))
-        servers.stop()
+    yield from running_cluster(request, tmp_path, env)
 
 
 def _has_ledger(cluster: ServerCluster) -> bool:
@@ -220,17 +222,6 @@ async def test_kill_mid_call_safe_calls_complete_elsewhere(
     wire = Wire()
     setup = await _setup(kind, cluster, request, wire)
     gate, call_id = uuid.uuid4().hex, uuid.uuid4().hex
-    args: dict[str, Any] = (
-        {"steps": 2, "gate": gate, "gate_at": 1}
-        if tool == "slow_progress"
-        else {"by": 1, "gate": gate, "call_id": call_id}
-    )
-    progress_seen = anyio.Event()
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        progress_seen.set()
-
-    result: dict[str, Any] = {}
     async with (
         wire.client() as http,
         ResilientClient(setup.urls, http_client=http, retry=FAST) as client,
@@ -240,23 +231,16 @@ async def test_kill_mid_call_safe_calls_complete_elsewhere(
         if kind == "haproxy":
             setup.predict = await _predict_next_backend(client, cluster)
 
-        async def call() -> None:
-            result["value"] = await client.call_tool(
-                tool,
-                args,
-                timeout=BOUND,
-                progress_handler=on_progress,
-                idempotent=True if tool == "increment" else None,
-            )
+        call = SafeGatedCall(client, tool, gate, call_id, BOUND)
 
         async def committed() -> bool:
             return await executions(cluster[0], call_id) >= 1
 
         with anyio.fail_after(BOUND):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
+                tg.start_soon(call.run)
                 if tool == "slow_progress":
-                    await progress_seen.wait()
+                    await call.progress_seen.wait()
                 else:
                     await wait_until(committed, "increment committed")
                 victim = setup.executing(cluster, gate=gate)
@@ -264,7 +248,7 @@ async def test_kill_mid_call_safe_calls_complete_elsewhere(
                 witness = _survivor(cluster, victim)
                 await wait_until(lambda: _retried(client), "the call was re-issued")
                 await open_gate(witness, gate)
-        assert result["value"].is_error is False, result["value"]
+        assert call.result.is_error is False, call.result
         assert client.stats.retries >= 1
     sent = wire.calls(gate=gate)
     if kind == "direct":
@@ -281,64 +265,17 @@ async def _retried(client: ResilientClient) -> bool:
 # -- rolling restart under load ---------------------------------------------------------
 
 WORKERS = 4
-MAX_CALLS_PER_WORKER = 5000  # a bound, not a target: workers run until the restarts are done
-PACE = 0.02  # seconds between a worker's calls: a steady load, not a flood
 ROLLING_BOUND = 240.0
 
 
 @dataclass
-class Worker:
-    name: str
-    acked: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
+class Worker(LoadWorker):
     eras: set[str | None] = field(default_factory=set)
 
 
 async def _work(worker: Worker, urls: list[str], stop: anyio.Event) -> None:
     async with ResilientClient(urls, retry=FAST, timeout=60) as client:
-        for _ in range(MAX_CALLS_PER_WORKER):
-            if stop.is_set():
-                break
-            call_id = uuid.uuid4().hex
-            try:
-                result = await client.call_tool("increment", {"by": 1, "call_id": call_id})
-            except OutcomeUnknownError:
-                worker.unknown.append(call_id)
-                continue
-            assert result.is_error is False, result
-            worker.acked.append(call_id)
-            worker.eras.add(client.protocol_version)
-            await anyio.sleep(PACE)
-
-
-async def _acked(workers: list[Worker]) -> int:
-    return sum(len(w.acked) for w in workers)
-
-
-async def _progress_after(workers: list[Worker], at_least: int) -> None:
-    start = await _acked(workers)
-    await wait_until(
-        lambda: _more(workers, start + at_least), f"{at_least} more acknowledged calls", 60
-    )
-
-
-async def _more(workers: list[Worker], target: int) -> bool:
-    return await _acked(workers) >= target
-
-
-async def _counts(server: ServerProcess, call_ids: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-
-    async def fetch(http: httpx.AsyncClient, chunk: list[str]) -> None:
-        for call_id in chunk:
-            response = await http.get(f"{server.base_url}/executions/{call_id}")
-            response.raise_for_status()
-            counts[call_id] = int(response.json()["count"])
-
-    async with httpx.AsyncClient(timeout=10) as http, anyio.create_task_group() as tg:
-        for i in range(8):
-            tg.start_soon(fetch, http, call_ids[i::8])
-    return counts
+        await worker.run(client, stop, lambda _result: worker.eras.add(client.protocol_version))
 
 
 @pytest.mark.parametrize(
@@ -352,23 +289,22 @@ async def test_rolling_restart_loses_and_duplicates_nothing(
     setup = await _setup(kind, cluster, request, Wire())
     workers = [Worker(f"w{i}") for i in range(WORKERS)]
     stop = anyio.Event()
+
+    async def progress(at_least: int) -> None:
+        await progress_after(
+            lambda: sum(len(w.acked) for w in workers), at_least, "acknowledged calls"
+        )
+
     with anyio.fail_after(ROLLING_BOUND):
         async with anyio.create_task_group() as tg:
             for worker in workers:
                 tg.start_soon(_work, worker, setup.urls, stop)
-            await _progress_after(workers, 3 * WORKERS)
-            for server in cluster:
-                await anyio.to_thread.run_sync(lambda s=server: s.restart(graceful=True))
-                await _progress_after(workers, 2 * WORKERS)
+            await progress(3 * WORKERS)
+            await restart_each(cluster, lambda: progress(2 * WORKERS))
             stop.set()
     summary = [(w.name, len(w.acked), len(w.unknown)) for w in workers]
     print(f"{kind}: (worker, acked, unknown) {summary}")
     checker = cluster[0]
     for worker in workers:
         assert worker.eras == {MODERN}, worker.eras
-        assert worker.acked, f"{worker.name} made no progress"
-        counts = await _counts(checker, worker.acked + worker.unknown)
-        duplicated = {cid: n for cid, n in counts.items() if n > 1}
-        assert not duplicated, f"{worker.name}: calls executed more than once: {duplicated}"
-        lost = [cid for cid in worker.acked if counts[cid] != 1]
-        assert not lost, f"{worker.name}: acknowledged calls with no execution record: {lost}"
+        await assert_acked_ran_once(checker, worker)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
+from mcp_types import CallToolResult
 
 from examples._launch import ServerProcess
 from mcp_resilient import OutcomeUnknownError, ResilientClient
+
+MAX_CALLS_PER_WORKER = 5000  # a bound, not a target: workers run until the restarts are done
+PACE = 0.02  # seconds between a worker's calls: a steady load, not a flood
 
 
 async def executions(server: ServerProcess, call_id: str) -> int:
@@ -69,3 +75,129 @@ async def increment_killed_mid_call(
             victim.kill()
     await open_gate(witness, gate)
     return outcome["value"], await executions(witness, call_id)
+
+
+async def execution_counts(server: ServerProcess, call_ids: list[str]) -> dict[str, int]:
+    """How many times each of ``call_ids`` ran (eight concurrent readers: lists are long)."""
+    found: dict[str, int] = {}
+
+    async def fetch(http: httpx.AsyncClient, chunk: list[str]) -> None:
+        for call_id in chunk:
+            response = await http.get(f"{server.base_url}/executions/{call_id}")
+            response.raise_for_status()
+            found[call_id] = int(response.json()["count"])
+
+    async with httpx.AsyncClient(timeout=10) as http, anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(fetch, http, call_ids[i::8])
+    return found
+
+
+@dataclass
+class LoadWorker:
+    """One client's steady load of non-idempotent increments, each with its own ``call_id``."""
+
+    name: str
+    acked: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    """The call ids that ended in ``OutcomeUnknownError`` (the errors are in ``errors``)."""
+    errors: list[OutcomeUnknownError] = field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        return len(self.acked) + len(self.unknown)
+
+    async def run(
+        self,
+        client: ResilientClient,
+        stop: anyio.Event,
+        on_acked: Callable[[CallToolResult], None] | None = None,
+    ) -> None:
+        """Increment until ``stop`` is set (or the bound); ``on_acked`` sees each answer."""
+        for _ in range(MAX_CALLS_PER_WORKER):
+            if stop.is_set():
+                break
+            call_id = uuid.uuid4().hex
+            try:
+                result = await client.call_tool("increment", {"by": 1, "call_id": call_id})
+            except OutcomeUnknownError as exc:
+                self.unknown.append(call_id)
+                self.errors.append(exc)
+                continue
+            assert result.is_error is False, result
+            self.acked.append(call_id)
+            if on_acked is not None:
+                on_acked(result)
+            await anyio.sleep(PACE)
+
+
+async def progress_after(
+    total: Callable[[], int], at_least: int, what: str, timeout: float = 60.0
+) -> None:
+    """Wait until ``total()`` grew by ``at_least`` (the load goes on between disruptions)."""
+    target = total() + at_least
+
+    async def grown() -> bool:
+        return total() >= target
+
+    await wait_until(grown, f"{at_least} more {what}", timeout)
+
+
+async def restart_each(
+    servers: Iterable[ServerProcess],
+    progress: Callable[[], Awaitable[None]],
+    *,
+    graceful: bool = True,
+    timeout: float = 60.0,
+) -> None:
+    """Restart ``servers`` one after another (SIGTERM, or SIGKILL unless ``graceful``),
+    waiting for ``progress`` after each: a rolling restart under load."""
+    for server in servers:
+        await anyio.to_thread.run_sync(lambda s=server: s.restart(timeout, graceful=graceful))
+        await progress()
+
+
+async def assert_acked_ran_once(server: ServerProcess, worker: LoadWorker) -> dict[str, int]:
+    """The server's record for ``worker``'s calls: none ran twice, every acked one ran once."""
+    assert worker.acked, f"{worker.name} made no progress"
+    ran = await execution_counts(server, worker.acked + worker.unknown)
+    duplicated = {cid: n for cid, n in ran.items() if n > 1}
+    assert not duplicated, f"{worker.name}: calls executed more than once: {duplicated}"
+    lost = [cid for cid in worker.acked if ran[cid] != 1]
+    assert not lost, f"{worker.name}: acknowledged calls with no execution record: {lost}"
+    return ran
+
+
+@dataclass
+class SafeGatedCall:
+    """A call that is safe to re-send, held at ``gate`` once it ran so far.
+
+    ``slow_progress`` is read-only by annotation (held after its first progress step);
+    ``increment`` is marked idempotent by the caller (held once committed, under ``call_id``).
+    """
+
+    client: ResilientClient
+    tool: str
+    gate: str
+    call_id: str
+    bound: float
+    progress_seen: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        if self.tool == "slow_progress":
+            return {"steps": 2, "gate": self.gate, "gate_at": 1}
+        return {"by": 1, "gate": self.gate, "call_id": self.call_id}
+
+    async def _on_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        self.progress_seen.set()
+
+    async def run(self) -> None:
+        self.result = await self.client.call_tool(
+            self.tool,
+            self.arguments,
+            timeout=self.bound,
+            progress_handler=self._on_progress,
+            idempotent=True if self.tool == "increment" else None,
+        )

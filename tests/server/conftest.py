@@ -6,7 +6,6 @@ when ``redis-server`` is missing, a failure in CI.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mcp_resilient.server import RedisStore, SQLiteStore, Store
-from tests.rig import RedisProcess, redis_server_path
+from tests.integration.conftest import running_redis
+from tests.rig import RedisProcess
 
 
 @pytest.fixture
@@ -24,16 +24,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def redis_process() -> Iterator[RedisProcess]:
-    if redis_server_path() is None:
-        reason = "redis-server is not on PATH (apt-get install -y redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}", pytrace=False)
-        pytest.skip(reason)
-    redis = RedisProcess().start()
-    try:
-        yield redis
-    finally:
-        redis.cleanup()
+    yield from running_redis()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
-import threading
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -34,6 +32,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from examples.stateful_server import exit_with_parent
 
 KINDS = ("fastmcp", "fastmcp-stateless", "fastmcp-handshake", "mcp")
 HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
@@ -224,19 +224,6 @@ def build_app(kind: str, instance: str) -> ASGIApp:
     return app
 
 
-def _exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
-    """SIGTERM ourselves once the launcher is gone, so a killed test run leaves no orphan."""
-
-    def watch() -> None:
-        stop = threading.Event()
-        while not stop.wait(interval):
-            if os.getppid() != parent_pid:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A small MCP server in one of four setups.")
     parser.add_argument("--kind", choices=KINDS, default="fastmcp")
@@ -245,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     parent = os.environ.get("MCP_EXIT_WITH_PARENT", "")
     if parent.isdigit():
-        _exit_with_parent(int(parent))
+        exit_with_parent(int(parent))
     sock = socket.socket(fileno=args.fd)
     app = build_app(args.kind, args.instance)
     server = uvicorn.Server(

@@ -6,6 +6,7 @@ deliberately tiny: a method-to-answer table plus a record of what the client sen
 
 from __future__ import annotations
 
+import abc
 import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -55,20 +56,13 @@ def sse_response(*events: str, chunks: AsyncIterator[bytes] | None = None) -> ht
     return httpx.Response(200, headers=headers, content="".join(events).encode())
 
 
-class FakeServer:
-    """Answers POSTs by JSON-RPC method; records every request the client made."""
+class ScriptedEndpoint(abc.ABC):
+    """What the fakes share: a method-to-answer table over a default, a record of requests."""
 
-    def __init__(self) -> None:
-        self.url = URL
-        self.session_id: str | None = SESSION
-        self.version = "2025-11-25"
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.requests: list[httpx.Request] = []
         self.answers: dict[str, Answer] = {}
-        self.client_messages: list[dict[str, Any]] = []
-        self.get_answer: Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]] = (
-            lambda request: httpx.Response(405)
-        )
-        self.delete_status = 200
         self.tools: list[dict[str, Any]] = [
             {
                 "name": "add",
@@ -80,8 +74,6 @@ class FakeServer:
     def on(self, method: str, answer: Answer) -> None:
         self.answers[method] = answer
 
-    # -- what the client sent -----------------------------------------------------
-
     def posts(self, method: str | None = None) -> list[tuple[httpx.Request, dict[str, Any]]]:
         out = []
         for request in self.requests:
@@ -91,6 +83,36 @@ class FakeServer:
             if method is None or body.get("method") == method:
                 out.append((request, body))
         return out
+
+    async def answer(
+        self, method: str, body: dict[str, Any], request: httpx.Request
+    ) -> httpx.Response:
+        """The answer a test scripted for ``method``, else the fake's own default."""
+        answer = self.answers.get(method)
+        if answer is not None:
+            got = answer(body, request)
+            return await got if inspect.isawaitable(got) else got
+        return self.default(method, body)
+
+    @abc.abstractmethod
+    def default(self, method: str, body: dict[str, Any]) -> httpx.Response:
+        """How this fake answers a method no test scripted."""
+
+
+class FakeServer(ScriptedEndpoint):
+    """Answers POSTs by JSON-RPC method; records every request the client made."""
+
+    def __init__(self) -> None:
+        super().__init__(URL)
+        self.session_id: str | None = SESSION
+        self.version = "2025-11-25"
+        self.client_messages: list[dict[str, Any]] = []
+        self.get_answer: Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]] = (
+            lambda request: httpx.Response(405)
+        )
+        self.delete_status = 200
+
+    # -- what the client sent -----------------------------------------------------
 
     def of_method(self, http_method: str) -> list[httpx.Request]:
         return [r for r in self.requests if r.method == http_method]
@@ -108,12 +130,7 @@ class FakeServer:
         if "method" not in body or "id" not in body:
             self.client_messages.append(body)
             return httpx.Response(202)
-        method = body["method"]
-        answer = self.answers.get(method)
-        if answer is not None:
-            got = answer(body, request)
-            return await got if inspect.isawaitable(got) else got
-        return self.default(method, body)
+        return await self.answer(body["method"], body, request)
 
     def default(self, method: str, body: dict[str, Any]) -> httpx.Response:
         rid = body["id"]

@@ -7,19 +7,17 @@ It validates what a real stateless server validates (version header against ``_m
 from __future__ import annotations
 
 import base64
-import inspect
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+
+from tests.unit.conftest import ScriptedEndpoint
 
 VERSION = "2026-07-28"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_INFO = "io.modelcontextprotocol/clientInfo"
-
-Answer = Callable[[dict[str, Any], httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 
 def result(rid: Any, body: dict[str, Any], status: int = 200) -> httpx.Response:
@@ -43,36 +41,15 @@ def decode(value: str) -> str:
     return value
 
 
-class StatelessFake:
+class StatelessFake(ScriptedEndpoint):
     """Answers stateless POSTs by method; 405 to GET and DELETE; records everything."""
 
     def __init__(self, url: str, *, supported: tuple[str, ...] = (VERSION,)) -> None:
-        self.url = url
+        super().__init__(url)
         self.supported = list(supported)
-        self.requests: list[httpx.Request] = []
-        self.answers: dict[str, Answer] = {}
         self.capabilities: dict[str, Any] = {"tools": {"listChanged": True}}
-        self.tools: list[dict[str, Any]] = [
-            {
-                "name": "add",
-                "inputSchema": {"type": "object"},
-                "annotations": {"readOnlyHint": True},
-            }
-        ]
         self.ttl_ms = 60_000
         self.runs: dict[str, int] = {}
-
-    def on(self, method: str, answer: Answer) -> None:
-        self.answers[method] = answer
-
-    def posts(self, method: str | None = None) -> list[tuple[httpx.Request, dict[str, Any]]]:
-        out = []
-        for request in self.requests:
-            if request.method == "POST":
-                body = json.loads(request.content)
-                if method is None or body.get("method") == method:
-                    out.append((request, body))
-        return out
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -93,11 +70,7 @@ class StatelessFake:
         named = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}.get(method)
         if named and decode(request.headers.get("mcp-name", "")) != params.get(named):
             return error(rid, -32020, "Mcp-Name does not match the body")
-        answer = self.answers.get(method)
-        if answer is not None:
-            got = answer(body, request)
-            return await got if inspect.isawaitable(got) else got
-        return self.default(method, body)
+        return await self.answer(method, body, request)
 
     def default(self, method: str, body: dict[str, Any]) -> httpx.Response:
         rid = body["id"]
