@@ -10,6 +10,7 @@ layer's. Results come back as the protocol's own ``mcp_types`` models.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 
 from ._background import Background
 from ._classify import IDEMPOTENCY_META_KEY
-from ._eras import AUTO, Negotiator, check_version
+from ._eras import AUTO, Negotiator, StatelessSession, check_version
+from ._eras._errors import HeaderMismatchError
 from ._eras._input import with_input_rounds
 from ._eras._stateless import fresh_until, usable_tools
 from ._events import EventCallback, EventSink
@@ -38,6 +40,7 @@ from ._handlers import (
     LogHandler,
     NotificationHandler,
     ProgressHandler,
+    ResourceUpdatedHandler,
     RootsProvider,
     SamplingHandler,
     default_log_handler,
@@ -62,6 +65,8 @@ from .errors import (
 
 __all__ = ["DEFAULT_TIMEOUT", "ClientStats", "ResilientClient"]
 
+logger = logging.getLogger("mcp_resilient")
+
 DEFAULT_TIMEOUT = 60.0
 """Default deadline, in seconds, for each call (including the handshake)."""
 
@@ -74,6 +79,11 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 def _deadline(timeout: float | None) -> float:
     # On the event loop's clock (anyio.current_time), as cancel scope deadlines are.
     return math.inf if timeout is None else anyio.current_time() + timeout
+
+
+def _remaining(deadline: float) -> float | None:
+    """Seconds left until ``deadline`` (``None``: no deadline)."""
+    return None if deadline == math.inf else max(0.0, deadline - anyio.current_time())
 
 
 def _default_http_client(
@@ -112,6 +122,8 @@ class ResilientClient:
             In the 2026-07-28 era, passing one asks for every level (``set_logging_level``
             narrows it); without one, the server sends no log messages.
         list_changed_handler: Told when the server's tools, resources or prompts change.
+        resource_updated_handler: Told the URI of a resource subscribed to with
+            ``subscribe_resource`` when the server says it changed.
         notification_handler: Receives every server notification.
         sampling_handler: Answers ``sampling/createMessage``.
         elicitation_handler: Answers ``elicitation/create``; accepted answers get schema defaults.
@@ -148,6 +160,7 @@ class ResilientClient:
         http_client: httpx.AsyncClient | None = None,
         log_handler: LogHandler | None = None,
         list_changed_handler: ListChangedHandler | None = None,
+        resource_updated_handler: ResourceUpdatedHandler | None = None,
         notification_handler: NotificationHandler | None = None,
         sampling_handler: SamplingHandler | None = None,
         elicitation_handler: ElicitationHandler | None = None,
@@ -191,6 +204,7 @@ class ResilientClient:
         self._handlers = Handlers(
             log=log_handler or default_log_handler,
             list_changed=list_changed_handler,
+            resource_updated=resource_updated_handler,
             notification=notification_handler,
             sampling=sampling_handler,
             elicitation=elicitation_handler,
@@ -536,14 +550,31 @@ class ResilientClient:
         """
         params: dict[str, Any] = {"name": name, "arguments": dict(arguments or {})}
         params["_meta"] = {**(meta or {}), IDEMPOTENCY_META_KEY: idempotency_key or new_key()}
-        return await self._request(
-            "tools/call",
-            params,
-            mcp_types.CallToolResult,
-            timeout=timeout,
-            progress_handler=progress_handler,
-            idempotent=idempotent,
-        )
+        limit = self.timeout if timeout == "default" else timeout
+        deadline = _deadline(limit)
+        for attempt in (1, 2):
+            try:
+                return await self._request(
+                    "tools/call",
+                    params,
+                    mcp_types.CallToolResult,
+                    timeout=timeout if attempt == 1 else _remaining(deadline),
+                    progress_handler=progress_handler,
+                    idempotent=idempotent,
+                )
+            except HeaderMismatchError as exc:
+                # The request was refused before it ran. The spec's SHOULD: the tool's
+                # x-mcp-header schema may have changed, so list the tools again and retry
+                # once with headers made from the fresh schema.
+                if attempt == 2:
+                    raise ProtocolError(
+                        f"{exc.message}; still refused after listing the tools again",
+                        endpoint=exc.endpoint,
+                        hint="A proxy may rewrite or drop Mcp-* headers",
+                    ) from exc
+                logger.info("tools/call %r: header mismatch, listing tools again", name)
+                await self.list_tools(timeout=_remaining(deadline))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def list_resources(
         self, *, timeout: float | Literal["default"] | None = "default"
@@ -570,6 +601,98 @@ class ResilientClient:
         """Read one resource by URI."""
         return await self._request(
             "resources/read", {"uri": str(uri)}, mcp_types.ReadResourceResult, timeout=timeout
+        )
+
+    async def subscribe_resource(
+        self, uri: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> None:
+        """Be told (``resource_updated_handler``) when the resource at ``uri`` changes.
+
+        Handshake era: ``resources/subscribe``, sent again on every new session after a
+        failover. 2026-07-28 era: the URI joins the ``resourceSubscriptions`` of the
+        ``subscriptions/listen`` stream, which is reopened; returns once the server has
+        acknowledged it. Raises ``ProtocolError`` if the server does not offer
+        subscriptions (``resources.subscribe``) or does not agree to this one.
+        """
+        self._check_subscribe(uri)
+        subscriptions = self._recovery.resource_subscriptions
+        if self._stateless():
+            added = uri not in subscriptions
+            if added:
+                subscriptions.append(uri)
+            try:
+                await self._relisten(uri, timeout)
+            except BaseException:
+                if added and uri in subscriptions:
+                    subscriptions.remove(uri)
+                    self._recovery.relisten()
+                raise
+            return
+        await self._request(
+            "resources/subscribe",
+            {"uri": uri},
+            mcp_types.EmptyResult,
+            timeout=timeout,
+            idempotent=True,
+        )
+        if uri not in subscriptions:
+            subscriptions.append(uri)
+
+    async def unsubscribe_resource(
+        self, uri: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> None:
+        """Stop the updates of ``subscribe_resource(uri)`` (and no longer renew it)."""
+        subscriptions = self._recovery.resource_subscriptions
+        if uri in subscriptions:
+            subscriptions.remove(uri)
+        if self._stateless():
+            await self._relisten(None, timeout)
+            return
+        await self._request(
+            "resources/unsubscribe",
+            {"uri": uri},
+            mcp_types.EmptyResult,
+            timeout=timeout,
+            idempotent=True,
+        )
+
+    def _check_subscribe(self, uri: str) -> None:
+        if self._stack is None:
+            self._require_session()
+        init = self._recovery.init
+        resources = init.capabilities.resources if init is not None else None
+        if resources is None or not resources.subscribe:
+            raise ProtocolError(
+                f"cannot subscribe to {uri}: the server does not offer resource subscriptions"
+                " (capabilities.resources.subscribe)",
+                endpoint=self._recovery.endpoint,
+                hint="Poll read_resource() instead",
+            )
+
+    async def _relisten(self, uri: str | None, timeout: float | Literal["default"] | None) -> None:
+        """Reopen the stateless listen stream; wait for its acknowledgement (of ``uri``)."""
+        limit = self.timeout if timeout == "default" else timeout
+        deadline = _deadline(limit)
+        with anyio.move_on_after(_remaining(deadline) if limit is not None else math.inf):
+            await self._recovery.ensure_session(deadline)
+            session = self._recovery.session
+            acked = self._recovery.relisten()
+            if acked is None or not isinstance(session, StatelessSession):
+                return  # the era changed meanwhile: a new session subscribes as it opens
+            if uri is None:
+                return  # nothing to wait for: the server stops sending what was dropped
+            await acked.wait()
+            agreed = session.acknowledged.get("resourceSubscriptions")
+            if not isinstance(agreed, list) or uri not in agreed:
+                raise ProtocolError(
+                    f"the server did not agree to send updates of {uri}"
+                    " (not in the acknowledged resourceSubscriptions)",
+                    endpoint=session.endpoint,
+                )
+            return
+        raise RequestTimeoutError(
+            f"the subscriptions/listen stream was not acknowledged within {limit:g} s",
+            endpoint=self._recovery.endpoint,
         )
 
     async def list_prompts(

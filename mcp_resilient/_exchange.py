@@ -440,6 +440,10 @@ class Session:
                     "prompts",
                 ):
                     await self.handlers.list_changed(kind)  # type: ignore[arg-type]
+            elif method == "notifications/resources/updated" and params is not None:
+                uri = params.get("uri")
+                if self.handlers.resource_updated is not None and isinstance(uri, str):
+                    await self.handlers.resource_updated(uri)
             elif method == "notifications/cancelled" and params is not None:
                 scope = self._server_requests.get(params.get("requestId"))  # type: ignore[arg-type]
                 if scope is not None:

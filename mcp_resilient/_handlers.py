@@ -22,6 +22,7 @@ __all__ = [
     "LogHandler",
     "NotificationHandler",
     "ProgressHandler",
+    "ResourceUpdatedHandler",
     "RootsProvider",
     "SamplingHandler",
     "ServerRequestError",
@@ -41,6 +42,9 @@ ListChangedHandler: TypeAlias = Callable[
     [Literal["tools", "resources", "prompts"]], Awaitable[None]
 ]
 """Told which list changed when the server sends ``notifications/*/list_changed``."""
+
+ResourceUpdatedHandler: TypeAlias = Callable[[str], Awaitable[None]]
+"""Told the URI of a subscribed resource when the server sends ``notifications/resources/updated``."""
 
 NotificationHandler: TypeAlias = Callable[[str, dict[str, Any] | None], Awaitable[None]]
 """Receives every server notification (method and params), after the specific handlers."""
@@ -111,6 +115,7 @@ class Handlers:
 
     log: LogHandler = default_log_handler
     list_changed: ListChangedHandler | None = None
+    resource_updated: ResourceUpdatedHandler | None = None
     notification: NotificationHandler | None = None
     sampling: SamplingHandler | None = None
     elicitation: ElicitationHandler | None = None

@@ -313,6 +313,8 @@ class Recovery:
                     session_id=session.session_id,
                     from_endpoint=first_failed,
                 )
+            # A new handshake session knows none of the caller's resource subscriptions.
+            await self.resubscribe(session)
         except BaseException:
             # Not handed out (cancelled, or the deadline passed mid-resume): end it on the
             # server rather than leave it to expire.
@@ -418,6 +420,29 @@ class Recovery:
             session_id=session.session_id,
             old_session_id=old_session_id,
         )
+
+    @property
+    def resource_subscriptions(self) -> list[str]:
+        """The resource URIs the caller subscribed to (shared with the stateless era)."""
+        return self.negotiator.settings.resource_subscriptions
+
+    def relisten(self) -> anyio.Event | None:
+        """Stateless: reopen the listen stream with the current filter; the ack's event."""
+        session = self.session
+        return session.relisten() if isinstance(session, StatelessSession) else None
+
+    async def resubscribe(self, session: Session) -> None:
+        """Handshake era: subscribe a new session to the resources the caller subscribed to.
+
+        A refusal is logged, not raised: the call that opened the session is not about it.
+        """
+        if isinstance(session.era, StatelessEra):
+            return  # the listen stream carries the subscriptions (``listen_filter``)
+        for uri in list(self.resource_subscriptions):
+            try:
+                await session.request("resources/subscribe", {"uri": uri}, timeout=None)
+            except MCPError as exc:
+                logger.warning("could not re-subscribe to %s on %s: %s", uri, session.endpoint, exc)
 
     async def list_tools_on(self, session: Session) -> dict[str, mcp_types.Tool]:
         """tools/list straight on one session (no retry loop: used while recovering)."""

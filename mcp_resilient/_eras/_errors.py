@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import SessionExpiredError
+from ..errors import ProtocolError, SessionExpiredError
 
 __all__ = [
     "HEADER_MISMATCH",
@@ -19,6 +19,7 @@ __all__ = [
     "MODERN_ERROR_CODES",
     "UNSUPPORTED_VERSION",
     "EraChangedError",
+    "HeaderMismatchError",
     "OnEraChanged",
     "error_of",
     "modern_error_code",
@@ -37,6 +38,14 @@ MODERN_ERROR_CODES = frozenset({HEADER_MISMATCH, MISSING_CAPABILITY, UNSUPPORTED
 
 OnEraChanged = Callable[[str], None]
 """Told the endpoint URL whose server answered as if it changed eras."""
+
+
+class HeaderMismatchError(ProtocolError):
+    """-32020: the server found the request's MCP headers missing or not matching the body.
+
+    Private: ``call_tool`` retries once with a freshly listed tool (its ``x-mcp-header``
+    schema may have changed), then raises it as the ``ProtocolError`` it is.
+    """
 
 
 class EraChangedError(SessionExpiredError):

@@ -40,6 +40,7 @@ from ._errors import (
     MISSING_CAPABILITY,
     UNSUPPORTED_VERSION,
     EraChangedError,
+    HeaderMismatchError,
     OnEraChanged,
     error_of,
 )
@@ -85,6 +86,8 @@ class StatelessSettings:
     wants_notifications: bool = False
     version: str | None = None
     log_level: str | None = None
+    resource_subscriptions: list[str] = field(default_factory=list)
+    """URIs whose ``notifications/resources/updated`` the listen stream asks for."""
     server_capabilities: dict[str, Any] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     """One counter for the whole client: a request id is never used twice, on any endpoint."""
@@ -143,7 +146,7 @@ class StatelessEra:
         code, message = error.get("code"), str(error.get("message", ""))
         where = {"endpoint": exc.endpoint}
         if code == HEADER_MISMATCH:
-            return ProtocolError(
+            return HeaderMismatchError(
                 f"the server rejected the request's MCP headers (HeaderMismatch -32020): {message}",
                 hint="A proxy may rewrite headers, or the tool's x-mcp-header schema changed"
                 " (list_tools() refreshes it)",
@@ -284,10 +287,13 @@ class StatelessEra:
     # -- notifications -------------------------------------------------------------------
 
     def listen_filter(self) -> dict[str, Any]:
-        """The notifications to subscribe to: list changes the server offers, if asked for."""
-        if not self.settings.wants_notifications:
-            return {}
+        """The notifications to subscribe to: list changes the server offers, if asked for,
+        and updates of the resources the caller subscribed to (``resourceSubscriptions``)."""
         wanted: dict[str, Any] = {}
+        if self.settings.resource_subscriptions:
+            wanted["resourceSubscriptions"] = list(self.settings.resource_subscriptions)
+        if not self.settings.wants_notifications:
+            return wanted
         for kind, key in (
             ("tools", "toolsListChanged"),
             ("prompts", "promptsListChanged"),
@@ -320,6 +326,32 @@ class StatelessSession(Session):
     ) -> None:
         super().__init__(wire, era, handlers, task_group, events)
         self._ids = era.settings.ids
+        self._listening = False
+        self._listen_request: anyio.CancelScope | None = None
+        self.acknowledged: dict[str, Any] = {}
+        """What the server agreed to send on the last acknowledged listen stream."""
+        self._acked = anyio.Event()
+
+    def relisten(self) -> anyio.Event:
+        """The set of notifications changed: reopen ``subscriptions/listen`` with the new one.
+
+        A listen request's filter is fixed when it is sent, so the stream is replaced.
+        Returns an event set when the server acknowledges the new stream (``acknowledged``).
+        """
+        self._acked = anyio.Event()
+        if not self.closed:
+            if not self._listening:
+                self.start_listening()
+            elif self._listen_request is not None:
+                self._listen_request.cancel()
+        return self._acked
+
+    async def _on_notification(self, method: str, params: dict[str, Any] | None) -> None:
+        if method == "notifications/subscriptions/acknowledged":
+            agreed = (params or {}).get("notifications")
+            self.acknowledged = agreed if isinstance(agreed, dict) else {}
+            self._acked.set()
+        await super()._on_notification(method, params)
 
     async def _resume(self, message: dict[str, Any], pending: Any, cursor: StreamCursor) -> None:
         # No Last-Event-ID in this era: the request is lost, and whether it may be sent
@@ -337,34 +369,61 @@ class StatelessSession(Session):
     async def _listen(self, ready: anyio.Event) -> None:
         """Hold a ``subscriptions/listen`` stream open; its notifications go to the handlers."""
         ready.set()
+        if self._listening or not self.era.listen_filter():
+            return
+        self._listening = True
+        idle = 0
+        try:
+            with anyio.CancelScope() as scope:
+                self._listen_scope = scope
+                while not self.closed and idle < _LISTEN_MAX_IDLE:
+                    outcome = await self._listen_once()
+                    if outcome == "stop":
+                        # Refused (or nothing left to ask for): whoever waits on an
+                        # acknowledgement learns now that nothing was agreed.
+                        self.acknowledged = {}
+                        self._acked.set()
+                        return
+                    if outcome == "replaced":
+                        idle = 0
+                        continue  # `relisten`: reopen at once with the new filter
+                    idle = 0 if outcome == "busy" else idle + 1
+                    # Waiting to reopen; `relisten` cuts the wait short too.
+                    with anyio.CancelScope() as self._listen_request:
+                        await anyio.sleep(random.uniform(0, min(30.0, 0.5 * 2**idle)))
+        finally:
+            self._listening = False
+            self._listen_request = None
+
+    async def _listen_once(self) -> str:
+        """One ``subscriptions/listen`` stream: ``"replaced"``, ``"busy"``, ``"idle"``, ``"stop"``."""
         wanted = self.era.listen_filter()
         if not wanted:
-            return
-        idle = 0
-        with anyio.CancelScope() as scope:
-            self._listen_scope = scope
-            while not self.closed and idle < _LISTEN_MAX_IDLE:
-                cursor = StreamCursor()
-                try:
-                    await self.request(
-                        "subscriptions/listen",
-                        {"notifications": wanted},
-                        timeout=None,
-                        cursor=cursor,
-                    )
-                    logger.debug("%s ended the subscriptions/listen stream", self.endpoint)
-                except (ServerError, UnsupportedProtocolVersionError, ProtocolError) as exc:
+            return "stop"
+        cursor = StreamCursor()
+        with anyio.CancelScope() as request_scope:
+            self._listen_request = request_scope
+            try:
+                await self.request(
+                    "subscriptions/listen",
+                    {"notifications": wanted},
+                    timeout=None,
+                    cursor=cursor,
+                )
+                logger.debug("%s ended the subscriptions/listen stream", self.endpoint)
+            except (ServerError, UnsupportedProtocolVersionError, ProtocolError) as exc:
+                logger.info("%s: no subscriptions/listen stream: %s", self.endpoint, exc)
+                return "stop"
+            except HTTPStatusError as exc:
+                if exc.status_code < 500:
                     logger.info("%s: no subscriptions/listen stream: %s", self.endpoint, exc)
-                    return
-                except HTTPStatusError as exc:
-                    if exc.status_code < 500:
-                        logger.info("%s: no subscriptions/listen stream: %s", self.endpoint, exc)
-                        return
-                    logger.debug("subscriptions/listen on %s failed: %s", self.endpoint, exc)
-                except TransportError as exc:
-                    logger.debug("subscriptions/listen on %s broke: %s", self.endpoint, exc)
-                idle = 0 if cursor.events > 1 else idle + 1
-                await anyio.sleep(random.uniform(0, min(30.0, 0.5 * 2**idle)))
+                    return "stop"
+                logger.debug("subscriptions/listen on %s failed: %s", self.endpoint, exc)
+            except TransportError as exc:
+                logger.debug("subscriptions/listen on %s broke: %s", self.endpoint, exc)
+        if request_scope.cancelled_caught:
+            return "replaced"
+        return "busy" if cursor.events > 1 else "idle"
 
 
 def usable_tools(tools: list[mcp_types.Tool]) -> list[mcp_types.Tool]:
