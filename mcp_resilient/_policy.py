@@ -88,7 +88,7 @@ class TokenBucket:
         self._lock = threading.Lock()
 
     def on_success(self) -> None:
-        if self.budget is not None:
+        if self.budget is not None and self.tokens < self.budget.max_tokens:
             with self._lock:
                 self.tokens = min(self.budget.max_tokens, self.tokens + self.budget.token_ratio)
 

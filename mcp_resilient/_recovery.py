@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -100,8 +100,8 @@ class _Lost:
 
 def new_key() -> str:
     """A fresh idempotency key."""
-    # 122 random bits: unguessable, so the key is also the secret that guards its result.
-    return uuid.uuid4().hex
+    # 128 random bits: unguessable, so the key is also the secret that guards its result.
+    return secrets.token_hex(16)
 
 
 class ListedBytes:

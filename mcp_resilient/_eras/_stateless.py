@@ -106,6 +106,8 @@ class StatelessEra:
         self.protocol_version: str | None = settings.version or settings.versions[0]
         self.on_era_changed = on_era_changed
         self._opening = False
+        # The same on every request: dumped once, not per request (hot path).
+        self._client_info = settings.client_info.model_dump(by_alias=True, exclude_none=True)
 
     # -- every request ---------------------------------------------------------------
 
@@ -127,7 +129,7 @@ class StatelessEra:
         meta = dict(prepared.get("_meta") or {})
         meta[_PROTOCOL_VERSION] = self.protocol_version
         meta[_CLIENT_CAPABILITIES] = self.settings.capabilities
-        meta[_CLIENT_INFO] = self.settings.client_info.model_dump(by_alias=True, exclude_none=True)
+        meta[_CLIENT_INFO] = self._client_info
         if self.settings.log_level is not None:
             meta[_LOG_LEVEL] = self.settings.log_level
         prepared["_meta"] = meta
