@@ -126,18 +126,34 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._last_sweep = 0.0
+        self._create()
+
+    def _create(self) -> None:
+        """WAL mode and the tables, also when several replicas start on one file at once.
+
+        Switching to WAL does not wait on the busy handler: a replica that races another
+        one through it gets "database is locked" at once. Retry, bounded by the busy timeout.
+        """
         conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS mcp_kv (
-                key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
-            CREATE TABLE IF NOT EXISTS mcp_ledger (
-                key TEXT PRIMARY KEY, state TEXT NOT NULL, owner TEXT NOT NULL,
-                fingerprint TEXT NOT NULL, lease_until REAL NOT NULL, outcome TEXT,
-                expires_at REAL NOT NULL);
-            """
-        )
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(
+                    """
+                    CREATE TABLE IF NOT EXISTS mcp_kv (
+                        key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
+                    CREATE TABLE IF NOT EXISTS mcp_ledger (
+                        key TEXT PRIMARY KEY, state TEXT NOT NULL, owner TEXT NOT NULL,
+                        fingerprint TEXT NOT NULL, lease_until REAL NOT NULL, outcome TEXT,
+                        expires_at REAL NOT NULL);
+                    """
+                )
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -15,7 +15,7 @@ import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -33,20 +33,42 @@ _exporter = InMemorySpanExporter()
 _reader = InMemoryMetricReader()
 
 
+class _WhileTesting(SimpleSpanProcessor):
+    """Exports only while this module's tests run.
+
+    OpenTelemetry allows one provider per process, so it outlives this module: without the
+    gate, every later test's spans would pile up in the in-memory exporter.
+    """
+
+    enabled = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.enabled:
+            super().on_end(span)
+
+
+_processor = _WhileTesting(_exporter)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 
 
 @pytest.fixture(scope="module")
-def otel() -> tuple[InMemorySpanExporter, InMemoryMetricReader]:
+def otel() -> Generator[tuple[InMemorySpanExporter, InMemoryMetricReader], None, None]:
     """The SDK with in-memory export, installed once (OpenTelemetry allows one provider)."""
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_exporter))
+        provider.add_span_processor(_processor)
         trace.set_tracer_provider(provider)
         metrics.set_meter_provider(MeterProvider(metric_readers=[_reader]))
-    return _exporter, _reader
+    _processor.enabled = True
+    try:
+        yield _exporter, _reader
+    finally:
+        _processor.enabled = False
+        _exporter.clear()
 
 
 @pytest.fixture
