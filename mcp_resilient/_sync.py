@@ -184,6 +184,11 @@ class SyncResilientClient:
         """The tool as last listed by ``list_tools`` (``None`` if not listed yet)."""
         return self._client.cached_tool(name)
 
+    @property
+    def tools_fresh(self) -> bool:
+        """Is the last tools list within the ``ttlMs`` the server gave with it?"""
+        return self._client.tools_fresh
+
     # -- requests ------------------------------------------------------------------
 
     def list_tools(self, *, timeout: Timeout = "default") -> list[mcp_types.Tool]:
@@ -199,6 +204,7 @@ class SyncResilientClient:
         timeout: Timeout = "default",
         meta: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
+        idempotency_key: str | None = None,
     ) -> mcp_types.CallToolResult:
         """Call a tool; re-sent after an ambiguous failure only when safe (as the async client).
 
@@ -212,6 +218,7 @@ class SyncResilientClient:
             timeout=timeout,
             meta=meta,
             idempotent=idempotent,
+            idempotency_key=idempotency_key,
         )
 
     def list_resources(self, *, timeout: Timeout = "default") -> list[mcp_types.Resource]:
@@ -254,6 +261,14 @@ class SyncResilientClient:
         """Ask the server to send log messages at ``level`` and above."""
         self._run(self._client.set_logging_level, level, timeout=timeout)
 
-    def send_roots_list_changed(self) -> None:
+    def send_roots_list_changed(self, *, timeout: Timeout = "default") -> None:
         """Tell the server the client's roots changed."""
-        self._run(self._client.send_roots_list_changed)
+        self._run(self._client.send_roots_list_changed, timeout=timeout)
+
+    def subscribe_resource(self, uri: str, *, timeout: Timeout = "default") -> None:
+        """Be told (``resource_updated_handler``) when the resource at ``uri`` changes."""
+        self._run(self._client.subscribe_resource, uri, timeout=timeout)
+
+    def unsubscribe_resource(self, uri: str, *, timeout: Timeout = "default") -> None:
+        """Stop the updates of ``subscribe_resource(uri)``."""
+        self._run(self._client.unsubscribe_resource, uri, timeout=timeout)
