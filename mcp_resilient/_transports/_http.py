@@ -12,7 +12,7 @@ import logging
 import math
 import zlib
 from collections import deque
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -28,6 +28,10 @@ from ..errors import (
     SessionExpiredError,
     TransportError,
 )
+from ._bounded import ACCEPT_ENCODING
+from ._bounded import MAX_CODINGS as _MAX_CODINGS
+from ._bounded import Inflater as _Inflater
+from ._bounded import inflate as _inflate
 
 __all__ = ["POST_ACCEPT", "SSE_ACCEPT", "HTTPWire", "SeenIds", "StreamCursor"]
 
@@ -35,11 +39,7 @@ logger = logging.getLogger("mcp_resilient.wire")
 
 POST_ACCEPT = "application/json, text/event-stream"
 SSE_ACCEPT = "text/event-stream"
-ACCEPT_ENCODING = "gzip, deflate"
-"""The codings we undo ourselves, with a bound on the output; anything else is refused."""
 _JSON_CONTENT_TYPE = "application/json"
-_MAX_CODINGS = 3  # "gzip, gzip, ..." stacked deeper than this is refused
-_INFLATE_PIECE = 64 * 1024  # most bytes one decompression step may produce
 _MAX_RETRY_AFTER = 24 * 3600.0  # a longer Retry-After is not taken at its word
 
 
@@ -138,58 +138,6 @@ def _decode_message(raw: str | bytes, *, endpoint: str, session_id: str | None) 
             session_id=session_id,
         )
     return message
-
-
-class _Inflater:
-    """Undoes one gzip or deflate coding step by step, never more than a piece at a time.
-
-    httpx would inflate a whole network read at once, so a few kilobytes could become
-    gigabytes before any size cap is checked; here the consumer sees bounded pieces and
-    stops pulling once its cap is passed.
-    """
-
-    __slots__ = ("_head", "_inflater", "name")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._head = b""  # deflate: the first bytes, until we know zlib-wrapped or raw
-        self._inflater: Any = None if name == "deflate" else zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        inflater = self._inflater
-        if inflater is None:
-            # "deflate" is meant to be zlib-wrapped, but servers often send raw deflate.
-            data = self._head + data
-            if len(data) < 2:
-                self._head = data
-                return
-            self._head = b""
-            cmf, flg = data[0], data[1]
-            wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
-            inflater = self._inflater = zlib.decompressobj(
-                zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
-            )
-        while True:
-            out = inflater.decompress(data, _INFLATE_PIECE)
-            if inflater.eof:  # anything after the end of the compressed data is ignored
-                if out:
-                    yield out
-                return
-            data = inflater.unconsumed_tail
-            if out:
-                yield out
-            if not data and len(out) < _INFLATE_PIECE:
-                return
-
-
-def _inflate(stages: list[_Inflater], data: bytes, at: int = 0) -> Iterator[bytes]:
-    """``data`` through ``stages[at:]``, piece by piece."""
-    last = at + 1 == len(stages)
-    for piece in stages[at].feed(data):
-        if last:
-            yield piece
-        else:
-            yield from _inflate(stages, piece, at + 1)
 
 
 class HTTPWire:

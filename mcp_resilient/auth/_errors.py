@@ -9,10 +9,13 @@ __all__ = [
     "AuthRetryLimitError",
     "AuthorizationError",
     "AuthorizationRequiredError",
+    "AuthorizationServerChangedError",
     "DiscoveryError",
     "IssuerMismatchError",
+    "PKCEUnsupportedError",
     "RegistrationError",
     "ResourceMismatchError",
+    "ResourceOriginError",
     "TokenEndpointError",
 ]
 
@@ -27,6 +30,19 @@ class IssuerMismatchError(DiscoveryError):
 
 class ResourceMismatchError(DiscoveryError):
     """The protected resource metadata names a resource other than the server we talk to."""
+
+
+class PKCEUnsupportedError(DiscoveryError):
+    """The authorization server's metadata does not offer PKCE with S256: no login is started."""
+
+
+class AuthorizationServerChangedError(AuthError):
+    """The resource names another authorization server than the one this client's
+    credentials (pre-registered client, stored tokens) belong to; they are not sent there."""
+
+
+class ResourceOriginError(AuthError):
+    """This ``OAuth`` object holds tokens for one resource; a request went to another origin."""
 
 
 class RegistrationError(AuthError):

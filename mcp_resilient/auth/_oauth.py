@@ -11,6 +11,7 @@ authorization server's token endpoint.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
@@ -25,6 +26,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7523 import PrivateKeyJWT  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 
+from .._transports._bounded import ACCEPT_ENCODING, BodyError, read_bounded
 from ._discovery import (
     Challenge,
     as_metadata_urls,
@@ -39,11 +41,14 @@ from ._errors import (
     AuthError,
     AuthorizationError,
     AuthorizationRequiredError,
+    AuthorizationServerChangedError,
     AuthRetryLimitError,
     DiscoveryError,
     IssuerMismatchError,
+    PKCEUnsupportedError,
     RegistrationError,
     ResourceMismatchError,
+    ResourceOriginError,
     TokenEndpointError,
 )
 from ._storage import InMemoryTokenStorage, TokenStorage
@@ -54,7 +59,51 @@ __all__ = ["AssertionRequest", "AuthorizationHandler", "Grant", "IdJagAssertion"
 
 Grant = Literal["authorization_code", "client_credentials", "jwt_bearer"]
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-_MAX_BODY = 1_000_000
+_MAX_BODY = 1_000_000  # any auth-side body, after decompression
+_QUOTE = 80  # at most this much of a server-chosen value goes into an error message
+
+
+def _short(value: object) -> str:
+    """A server-chosen value for an error message: quoted, and cut short."""
+    text = str(value)
+    return repr(text[:_QUOTE] + ("..." if len(text) > _QUOTE else ""))
+
+
+def _json(response: httpx.Response) -> Any:
+    """The body as JSON, or None (hostile nesting included, which json turns into RecursionError)."""
+    try:
+        return response.json()
+    except (ValueError, RecursionError):
+        return None
+
+
+async def _send_bounded(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> httpx.Response:
+    """One request whose answer is read by us: decompressed in bounded pieces, capped at
+    ``_MAX_BODY``. The result is a plain, fully read ``httpx.Response``."""
+    headers = httpx.Headers(kwargs.pop("headers", None))
+    headers["Accept-Encoding"] = ACCEPT_ENCODING
+    request = client.build_request(method, url, headers=headers, **kwargs)
+    response = await client.send(request, stream=True, follow_redirects=False)
+    body = await read_bounded(response, _MAX_BODY)
+    kept = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(response.status_code, headers=kept, content=body, request=request)
+
+
+async def _drop_body(response: httpx.Response) -> None:
+    """Before an auth flow's retry httpx reads the challenged response whole, decompressing
+    it without any cap; only its headers matter to us, so its body is dropped unread."""
+    stream = response.stream
+    response.stream = httpx.ByteStream(b"")
+    if "content-encoding" in response.headers:
+        del response.headers["content-encoding"]
+    if isinstance(stream, httpx.AsyncByteStream):
+        await stream.aclose()
 
 
 class AuthorizationHandler(Protocol):
@@ -95,6 +144,7 @@ class _Context:
     issuer: str
     metadata: dict[str, Any]
     legacy: bool
+    metadata_found: bool = True  # False: no AS metadata, the 2025-03-26 default endpoints
 
     @property
     def token_endpoint(self) -> str:
@@ -124,21 +174,28 @@ class OAuth(httpx.Auth):
             ``authorization_code`` grant unless a token is already stored.
         grant: ``"authorization_code"`` (a user logs in), ``"client_credentials"``
             (machine to machine) or ``"jwt_bearer"`` (an assertion, e.g. workload identity).
-        client_id, client_secret: Pre-registered credentials. Without them the client uses
-            a client ID metadata document (``client_metadata_url``) or registers itself.
+        client_id: A pre-registered client ID. Without it the client uses a client ID
+            metadata document (``client_metadata_url``) or registers itself.
+        client_secret: The pre-registered client's secret, if it has one.
         token_endpoint_auth_method: Force ``client_secret_basic``, ``client_secret_post``,
             ``none`` or ``private_key_jwt``; by default chosen from the server's metadata.
-        private_key, signing_algorithm: For ``private_key_jwt`` (PEM or JWK).
+        private_key: For ``private_key_jwt``: the client's private key (PEM or JWK).
+        signing_algorithm: For ``private_key_jwt``: the JWS algorithm (``ES256``...).
         assertion: For ``jwt_bearer``: the JWT, or an async function making one.
         client_metadata_url: An https URL of this client's metadata document (CIMD).
-        client_name, application_type: Sent when registering dynamically.
+        client_name: Sent when registering dynamically.
+        application_type: Sent when registering dynamically (``native`` or ``web``).
+        issuer: The authorization server the pre-registered credentials belong to. Without
+            it they are pinned to the first issuer seen; another issuer never gets them.
         scope: Always ask for exactly these scopes (default: the server's challenge, else
             the resource's ``scopes_supported``, else none).
         offline_access: Ask for ``offline_access`` (a refresh token) when the server offers it.
         resource: The resource's canonical URI, when it differs from the endpoint URL
             (several replicas behind one resource identifier).
         storage: Where tokens and registrations live (default: memory only).
-        max_step_up: How many times one request may re-authorize for more scopes (403).
+        max_step_up: How many times one request may re-authorize for more scopes (403),
+            and how many interactive step-up logins one ``OAuth`` runs per ``step_up_window``.
+        step_up_window: The window (seconds) of that per-client limit on step-up logins.
         refresh_margin: Refresh this many seconds before the token expires.
         callback_timeout: How long to wait for the user to finish the login.
         http_timeout: Bound on each metadata, registration or token request.
@@ -165,8 +222,10 @@ class OAuth(httpx.Auth):
         scope: str | Sequence[str] | None = None,
         offline_access: bool = True,
         resource: str | None = None,
+        issuer: str | None = None,
         storage: TokenStorage | None = None,
         max_step_up: int = 2,
+        step_up_window: float = 600.0,
         refresh_margin: float = 30.0,
         callback_timeout: float = 300.0,
         http_timeout: float = 30.0,
@@ -195,7 +254,10 @@ class OAuth(httpx.Auth):
         self.offline_access = offline_access
         self.resource = canonical_resource(resource) if resource else None
         self.storage: TokenStorage = storage or InMemoryTokenStorage()
+        self.issuer = issuer
         self.max_step_up = max_step_up
+        self.step_up_window = step_up_window
+        self._step_up_logins: list[float] = []  # when each interactive step-up login started
         self.refresh_margin = refresh_margin
         self.callback_timeout = callback_timeout
         self.http_timeout = http_timeout
@@ -206,6 +268,8 @@ class OAuth(httpx.Auth):
         self._token: dict[str, Any] | None = None
         self._loaded = False
         self._requested: list[str] | None = None
+        self._pinned: str | None = issuer  # the issuer pre-registered credentials belong to
+        self._origins: set[str] = set()  # origins proven to serve our resource
 
     # -- the httpx.Auth flow -------------------------------------------------------------
 
@@ -220,9 +284,8 @@ class OAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         url = str(request.url.copy_with(query=None, fragment=None))
-        if self._server_url is None:
-            self._server_url = canonical_resource(url)
-        token = await self._usable_token()
+        self._check_origin(url)
+        token = await self._usable_token() if origin(url) in self._origins else None
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
@@ -237,12 +300,14 @@ class OAuth(httpx.Auth):
                 if step_ups >= self.max_step_up:
                     raise AuthRetryLimitError(
                         f"the server still answers 403 insufficient_scope after {step_ups}"
-                        f" re-authorizations (scope {challenge.scope!r})",
+                        f" re-authorizations (scope {_short(challenge.scope)})",
                         endpoint=url,
                         hint="The account or client is not allowed that scope; ask the server's"
                         " operator to grant it",
                     )
                 step_ups += 1
+                self._count_step_up_login(url, challenge)
+                await _drop_body(response)
                 token, how = await self._acquire(url, challenge, token, step_up=True, attempt=1)
             else:
                 on_401 += 1
@@ -254,11 +319,73 @@ class OAuth(httpx.Auth):
                         hint="The server does not accept tokens from its own authorization"
                         " server for this resource: check its audience/resource configuration",
                     )
+                await _drop_body(response)
                 token, how = await self._acquire(
                     url, challenge, token, step_up=False, attempt=on_401
                 )
             request.headers["Authorization"] = f"Bearer {token}"
             response = yield request
+
+    def _check_origin(self, url: str) -> None:
+        """One ``OAuth`` serves one resource: its tokens never go to another origin."""
+        if self._server_url is None:
+            self._server_url = canonical_resource(url)
+            self._origins.add(origin(self.resource or self._server_url))
+        if origin(url) in self._origins or self.resource is not None:
+            # With resource=, another origin gets the token only once its resource metadata
+            # names that resource (replicas of one resource; see _acquire).
+            return
+        raise ResourceOriginError(
+            f"this OAuth object holds tokens for {origin(self._server_url)}; {origin(url)} is"
+            " another origin, and a token never goes to another origin",
+            endpoint=url,
+            hint="Use one OAuth object per server; for replicas of one resource at several"
+            " origins, pass OAuth(resource=<the resource's canonical URI>)",
+        )
+
+    def _count_step_up_login(self, url: str, challenge: Challenge) -> None:
+        """A step-up that needs an interactive login is limited per client, not per request:
+        at most ``max_step_up`` within ``step_up_window`` seconds."""
+        if self.grant != "authorization_code":
+            return  # no user involved: the per-request limit is enough
+        now = time.monotonic()
+        recent = [t for t in self._step_up_logins if now - t < self.step_up_window]
+        if len(recent) >= self.max_step_up:
+            self._step_up_logins = recent
+            raise AuthRetryLimitError(
+                f"the server asks for more scopes again ({_short(challenge.scope)}), after"
+                f" {len(recent)} step-up logins in the last {self.step_up_window:g} s;"
+                " not starting another login",
+                endpoint=url,
+                hint="The account or client is not granted those scopes; ask the server's"
+                " operator, or raise OAuth(max_step_up=..., step_up_window=...)",
+            )
+        recent.append(now)
+        self._step_up_logins = recent
+
+    def _holds_credentials(self) -> bool:
+        """Pre-registered credentials: they belong to one authorization server."""
+        return bool(self.client_id) or isinstance(self.assertion, str)
+
+    def _check_issuer(self, issuer: str, url: str) -> None:
+        """Pre-registered credentials go only to the issuer they are pinned to (the one
+        configured, else the first seen); another one gets a typed refusal."""
+        if not self._holds_credentials():
+            return
+        pinned = self._pinned or (self._token or {}).get("issuer")
+        if not isinstance(pinned, str):
+            self._pinned = issuer
+            return
+        if issuers_match(pinned, issuer):
+            return
+        raise AuthorizationServerChangedError(
+            f"the resource moved to another authorization server: it now names"
+            f" {_short(issuer)}, but this client's credentials belong to {pinned!r};"
+            " they were not sent there",
+            endpoint=url,
+            hint="If the move is genuine, register the client at the new authorization server"
+            " and pass its client_id (and OAuth(issuer=...)); otherwise do not trust this server",
+        )
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -331,9 +458,21 @@ class OAuth(httpx.Auth):
         async with self._lock:
             await self._load()
             current = self._token["access_token"] if self._token else None
-            if current is not None and current != used and not step_up:
+            known = origin(url) in self._origins
+            if known and current is not None and current != used and not step_up:
                 return str(current), "shared"  # another call already got a fresh token
             context = await self._discover(url, challenge)
+            if not known:
+                if context.legacy:
+                    raise ResourceOriginError(
+                        f"{origin(url)} publishes no resource metadata, so nothing shows it"
+                        f" serves {self.resource}; its tokens are not sent there",
+                        endpoint=url,
+                        hint="Use one OAuth object per server",
+                    )
+                self._origins.add(origin(url))  # its metadata names our resource
+                if current is not None and current != used and not step_up:
+                    return str(current), "shared"
             token = self._token
             if (
                 not step_up
@@ -368,7 +507,13 @@ class OAuth(httpx.Auth):
         client = self._client()
         try:
             with anyio.fail_after(self.http_timeout):
-                return await client.request(method, url, **kwargs)
+                return await _send_bounded(client, method, url, **kwargs)
+        except BodyError as exc:
+            raise error(
+                f"{what} at {url} was not read: {exc}",
+                endpoint=url,
+                hint="The server sent an oversized or malformed answer; check the server",
+            ) from None
         except TimeoutError:
             raise error(
                 f"{what} at {url} did not answer within {self.http_timeout:g} s",
@@ -397,10 +542,7 @@ class OAuth(httpx.Auth):
         if response.status_code != 200:
             logger.debug("%s at %s: HTTP %s", what, url, response.status_code)
             return None
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
+        data = _json(response)
         if not isinstance(data, dict):
             kind = response.headers.get("content-type", "no content type")
             raise DiscoveryError(
@@ -433,7 +575,8 @@ class OAuth(httpx.Auth):
                 )
             if not resource_allowed(resource, server_url):
                 raise ResourceMismatchError(
-                    f"protected resource metadata is for {resource!r}, not for {server_url!r};"
+                    f"protected resource metadata is for {_short(resource)}, not for"
+                    f" {server_url!r};"
                     " refusing to get a token for another resource",
                     endpoint=url,
                     hint="Check the endpoint URL, or pass OAuth(resource=...) if the server is"
@@ -458,7 +601,8 @@ class OAuth(httpx.Auth):
         else:
             # 2025-03-26 servers: no resource metadata; the server's origin is the issuer.
             issuer = origin(url)
-        metadata = await self._as_metadata(issuer, legacy=prm is None)
+        self._check_issuer(issuer, url)
+        metadata, found = await self._as_metadata(issuer, legacy=prm is None)
         context = _Context(
             server_url=server_url,
             resource=resource,
@@ -466,6 +610,7 @@ class OAuth(httpx.Auth):
             issuer=issuer,
             metadata=metadata,
             legacy=prm is None,
+            metadata_found=found,
         )
         if self._context is not None and self._context.issuer != issuer:
             logger.info(
@@ -477,7 +622,8 @@ class OAuth(httpx.Auth):
         self._context = context
         return context
 
-    async def _as_metadata(self, issuer: str, *, legacy: bool) -> dict[str, Any]:
+    async def _as_metadata(self, issuer: str, *, legacy: bool) -> tuple[dict[str, Any], bool]:
+        """The issuer's metadata, and whether it was found (else the 2025-03-26 defaults)."""
         for candidate in as_metadata_urls(issuer):
             data = await self._get_metadata(candidate, "authorization server metadata")
             if data is None:
@@ -485,7 +631,7 @@ class OAuth(httpx.Auth):
             if not issuers_match(issuer, data.get("issuer")):
                 raise IssuerMismatchError(
                     f"authorization server metadata at {candidate} names issuer"
-                    f" {data.get('issuer')!r}, expected {issuer!r}; refusing to use it",
+                    f" {_short(data.get('issuer'))}, expected {issuer!r}; refusing to use it",
                     endpoint=candidate,
                     hint="The metadata may be forged or misconfigured; its 'issuer' must equal"
                     " the authorization server URL",
@@ -500,7 +646,7 @@ class OAuth(httpx.Auth):
                         endpoint=candidate,
                         hint="Fix the authorization server's metadata document",
                     )
-            return data
+            return data, True
         base = origin(issuer)
         logger.info("no authorization server metadata for %s; using default endpoints", issuer)
         return {
@@ -508,7 +654,7 @@ class OAuth(httpx.Auth):
             "authorization_endpoint": f"{base}/authorize",
             "token_endpoint": f"{base}/token",
             "registration_endpoint": f"{base}/register",
-        }
+        }, False
 
     # -- scopes and client identity -------------------------------------------------------
 
@@ -549,6 +695,7 @@ class OAuth(httpx.Auth):
         return "client_secret_basic"
 
     async def _client_identity(self, context: _Context) -> dict[str, Any]:
+        self._check_issuer(context.issuer, context.server_url)
         if self.client_id:
             return {
                 "client_id": self.client_id,
@@ -598,19 +745,16 @@ class OAuth(httpx.Auth):
             json=body,
             headers={"Accept": "application/json"},
         )
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
+        data = _json(response)
         if response.status_code not in (200, 201) or not isinstance(data, dict):
             detail = (
                 data.get("error_description") or data.get("error")
                 if isinstance(data, dict)
-                else response.text[:200]
+                else response.text
             )
             raise RegistrationError(
                 f"dynamic client registration at {endpoint} failed (HTTP"
-                f" {response.status_code}: {detail})",
+                f" {response.status_code}: {_short(detail)})",
                 endpoint=endpoint,
                 hint="Pass a pre-registered OAuth(client_id=...) if the server does not let"
                 " clients register themselves",
@@ -633,6 +777,8 @@ class OAuth(httpx.Auth):
     # -- grants ---------------------------------------------------------------------------
 
     async def _authorize(self, context: _Context, challenge: Challenge, *, step_up: bool) -> str:
+        if self.grant == "authorization_code":
+            self._login_possible(context)
         scopes = self._scopes(context, challenge, step_up=step_up)
         client = await self._client_identity(context)
         scope = " ".join(scopes) or None
@@ -662,9 +808,8 @@ class OAuth(httpx.Auth):
             data = await self._authorization_code(context, client, scope)
         return await self._store_token(data, context)
 
-    async def _authorization_code(
-        self, context: _Context, client: Mapping[str, Any], scope: str | None
-    ) -> dict[str, Any]:
+    def _login_possible(self, context: _Context) -> AuthorizationHandler:
+        """Checked before a client identity is looked for: no login, no registration."""
         handler = self.handler
         if handler is None:
             raise AuthorizationRequiredError(
@@ -673,6 +818,23 @@ class OAuth(httpx.Auth):
                 hint=f"Log in first (mcp-call {context.server_url} login), or pass"
                 " OAuth(handler=LoopbackHandler())",
             )
+        methods = context.metadata.get("code_challenge_methods_supported")
+        if context.metadata_found and (not isinstance(methods, list) or "S256" not in methods):
+            # MCP authorization: without S256 in the metadata the client MUST refuse. Only
+            # a 2025-03-26 server without any metadata is trusted to do PKCE unannounced.
+            raise PKCEUnsupportedError(
+                f"the authorization server {context.issuer} does not offer PKCE with S256"
+                f" (code_challenge_methods_supported: {_short(methods)}); no login started",
+                endpoint=context.server_url,
+                hint="Ask the server's operator to enable PKCE (S256) and list it in the"
+                " authorization server metadata",
+            )
+        return handler
+
+    async def _authorization_code(
+        self, context: _Context, client: Mapping[str, Any], scope: str | None
+    ) -> dict[str, Any]:
+        handler = self._login_possible(context)
         verifier = generate_token(64)
         state = generate_token(32)
         url = prepare_grant_uri(
@@ -706,8 +868,12 @@ class OAuth(httpx.Auth):
         self._check_iss(context, result.get("iss"))
         if result.get("error"):
             raise AuthorizationError(
-                f"the authorization server refused: {result['error']}"
-                + (f" ({result['error_description']})" if result.get("error_description") else ""),
+                f"the authorization server refused: {_short(result['error'])}"
+                + (
+                    f" ({_short(result['error_description'])})"
+                    if result.get("error_description")
+                    else ""
+                ),
                 endpoint=context.server_url,
                 hint="Check the account, the requested scopes and the client registration",
             )
@@ -734,7 +900,7 @@ class OAuth(httpx.Auth):
         if iss is not None:
             if iss != recorded:
                 raise IssuerMismatchError(
-                    f"the login's redirect came from issuer {iss!r}, expected {recorded!r};"
+                    f"the login's redirect came from issuer {_short(iss)}, expected {recorded!r};"
                     " the code was not used",
                     endpoint=context.server_url,
                     hint="Another authorization server answered (mix-up attack?); log in again",
@@ -748,8 +914,12 @@ class OAuth(httpx.Auth):
             )
 
     async def _refresh(self, token: Mapping[str, Any], context: _Context | None = None) -> str:
+        """Refresh at the issuer that issued ``token``, never at another one (discovery may
+        have moved on to another authorization server since)."""
         if context is None:
             context = self._context
+        if context is not None and not issuers_match(context.issuer, token.get("issuer")):
+            context = None
         if context is None:
             metadata = {
                 "issuer": token.get("issuer"),
@@ -838,11 +1008,8 @@ def _signing_key(key: str | Mapping[str, Any], alg: str) -> Any:
 def _parse_token_response(
     response: httpx.Response, endpoint: str, *, bearer_only: bool = True
 ) -> dict[str, Any]:
-    content_type = response.headers.get("content-type", "")
-    try:
-        data = response.json() if len(response.content) <= _MAX_BODY else None
-    except ValueError:
-        data = None
+    content_type = response.headers.get("content-type", "")[:_QUOTE]
+    data = _json(response) if len(response.content) <= _MAX_BODY else None
     if response.status_code != 200:
         if isinstance(data, dict) and isinstance(data.get("error"), str):
             error = data["error"]
@@ -854,7 +1021,8 @@ def _parse_token_response(
                 "unauthorized_client": "This client may not use this grant; check its registration",
             }
             raise TokenEndpointError(
-                f"the token endpoint refused: {error}" + (f" ({detail})" if detail else ""),
+                f"the token endpoint refused: {_short(error)}"
+                + (f" ({_short(detail)})" if detail else ""),
                 error=error,
                 status_code=response.status_code,
                 endpoint=endpoint,
@@ -884,7 +1052,8 @@ def _parse_token_response(
     token_type = str(data.get("token_type", "Bearer"))
     if bearer_only and token_type.lower() != "bearer":
         raise TokenEndpointError(
-            f"the token endpoint issued a {token_type!r} token; only Bearer tokens are supported",
+            f"the token endpoint issued a {_short(token_type)} token; only Bearer tokens are"
+            " supported",
             endpoint=endpoint,
             hint="Configure the authorization server to issue Bearer tokens (DPoP is not supported)",
         )
@@ -927,16 +1096,19 @@ class IdJagAssertion:
             form["resource"] = request.resource
         if request.scope:
             form["scope"] = request.scope
-        auth: httpx.Auth | httpx._client.UseClientDefault = httpx.USE_CLIENT_DEFAULT
+        headers = {"Accept": "application/json"}
         if self.idp_client_id and self.idp_client_secret:
-            auth = httpx.BasicAuth(self.idp_client_id, self.idp_client_secret)
+            pair = f"{self.idp_client_id}:{self.idp_client_secret}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         elif self.idp_client_id:
             form["client_id"] = self.idp_client_id
         try:
             async with httpx.AsyncClient(follow_redirects=False) as client:
                 with anyio.fail_after(self.http_timeout):
-                    response = await client.post(self.idp_token_endpoint, data=form, auth=auth)
-        except (TimeoutError, httpx.HTTPError) as exc:
+                    response = await _send_bounded(
+                        client, "POST", self.idp_token_endpoint, data=form, headers=headers
+                    )
+        except (TimeoutError, httpx.HTTPError, BodyError) as exc:
             raise TokenEndpointError(
                 f"the identity provider's token exchange failed ({exc.__class__.__name__})",
                 endpoint=self.idp_token_endpoint,
