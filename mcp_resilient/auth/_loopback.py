@@ -57,6 +57,10 @@ class LoopbackHandler:
     ``show``); ``callback`` waits for the browser to arrive and returns the redirect's
     query parameters. Only 127.0.0.1 is listened on (RFC 8252 loopback redirect).
 
+    Any web page can make the browser send a request to a loopback port, so the listener
+    only takes the redirect that carries the ``state`` of the authorization URL it was
+    given; other requests get a 400 and it keeps waiting (the login's deadline bounds it).
+
     Args:
         port: Fixed port (keep it stable when the client registration is stored);
             0 picks a free one.
@@ -83,15 +87,22 @@ class LoopbackHandler:
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self._result: Mapping[str, str] | None = None
         self._arrived = anyio.Event()
+        self._state: str | None = None
 
     async def redirect(self, authorization_url: str) -> None:
+        query = dict(parse_qsl(urlsplit(authorization_url).query))
+        self._state = query.get("state")
         await self._listen()
-        if self._open_url is not None:
-            outcome = self._open_url(authorization_url)
-            if hasattr(outcome, "__await__"):
-                await outcome
-        else:
-            await anyio.to_thread.run_sync(open_browser, authorization_url, self._show)
+        try:
+            if self._open_url is not None:
+                outcome = self._open_url(authorization_url)
+                if hasattr(outcome, "__await__"):
+                    await outcome
+            else:
+                await anyio.to_thread.run_sync(open_browser, authorization_url, self._show)
+        except BaseException:
+            await self.aclose()  # nobody will come back to it
+            raise
 
     async def callback(self) -> Mapping[str, str]:
         if self._listener is None:
@@ -145,6 +156,16 @@ class LoopbackHandler:
                 )
                 return
             params = dict(parse_qsl(url.query))
+            if self._state is not None and params.get("state") != self._state:
+                # Not the redirect of this login (a forged or stale request): say so, and
+                # keep waiting for the real one.
+                body = _PAGE % b"This is not the login this program is waiting for."
+                await stream.send(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html; charset=utf-8\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                )
+                logger.warning("ignored a request to the login listener without this login's state")
+                return
             text = b"Login failed." if "error" in params else b"Login complete."
             body = _PAGE % text
             await stream.send(

@@ -513,7 +513,7 @@ class OAuth(httpx.Auth):
                 f"{what} at {url} was not read: {exc}",
                 endpoint=url,
                 hint="The server sent an oversized or malformed answer; check the server",
-            ) from None
+            ) from exc
         except TimeoutError:
             raise error(
                 f"{what} at {url} did not answer within {self.http_timeout:g} s",
@@ -537,6 +537,8 @@ class OAuth(httpx.Auth):
                 "GET", url, what=what, headers={"Accept": "application/json"}
             )
         except DiscoveryError as exc:
+            if isinstance(exc.__cause__, BodyError):
+                raise  # there, but refused (too large): not the same as missing
             logger.debug("%s", exc)
             return None
         if response.status_code != 200:

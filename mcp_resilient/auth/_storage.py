@@ -7,12 +7,16 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
 logger = logging.getLogger("mcp_resilient.auth")
+
+_T = TypeVar("_T")
 
 __all__ = ["FileTokenStorage", "InMemoryTokenStorage", "TokenStorage", "default_token_path"]
 
@@ -65,6 +69,8 @@ class FileTokenStorage:
 
     Writes go to a temporary file that replaces the old one, so a crash never leaves a
     half-written file. Tokens are secrets: the file is never created with wider permissions.
+    Every read-modify-write holds an inter-process lock (``fcntl.flock`` on a ``.lock`` file
+    next to it, on POSIX), so processes sharing the file never lose each other's entries.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -96,19 +102,47 @@ class FileTokenStorage:
             raise
         os.chmod(self.path, 0o600)
 
-    async def load(self, key: str) -> dict[str, Any] | None:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive across processes (POSIX ``flock``); within this one, ``_lock`` serializes."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: only the in-process lock
+            yield
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _locked_call(self, operation: Callable[[], _T]) -> _T:
+        with self._locked():
+            return operation()
+
+    async def _run(self, operation: Callable[[], _T]) -> _T:
+        # The file lock may wait for another process: in a thread, not in the event loop.
         async with self._lock:
-            item = self._read().get(key)
+            return await anyio.to_thread.run_sync(self._locked_call, operation)
+
+    async def load(self, key: str) -> dict[str, Any] | None:
+        item = await self._run(lambda: self._read().get(key))
         return dict(item) if isinstance(item, dict) else None
 
     async def save(self, key: str, value: dict[str, Any]) -> None:
-        async with self._lock:
+        def update() -> None:
             data = self._read()
             data[key] = dict(value)
             self._write(data)
 
+        await self._run(update)
+
     async def delete(self, key: str) -> None:
-        async with self._lock:
+        def update() -> None:
             data = self._read()
             if data.pop(key, None) is not None:
                 self._write(data)
+
+        await self._run(update)

@@ -23,7 +23,7 @@ from ._output import Output
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["DEFAULT_LOGIN_PORT", "run_login", "stored_auth", "token_path"]
+__all__ = ["DEFAULT_LOGIN_PORT", "run_login", "stored_auth", "token_path", "unauthorized_hint"]
 
 DEFAULT_LOGIN_PORT = 33418
 """The loopback port the browser is sent back to (``--port`` changes it)."""
@@ -94,8 +94,9 @@ async def run_login(options: Options, out: Output, client_kwargs: dict[str, Any]
     resource = _resource(options)
 
     def show(url: str) -> None:
-        out.note(f"log in in your browser; if it did not open, visit:\n{url}")
-        open_browser(url, out.note)
+        # The URL is printed once: by open_browser when no browser opens, else here.
+        if open_browser(url, out.note):
+            out.note(f"log in in your browser; if it did not open, visit:\n{url}")
 
     handler = LoopbackHandler(port=port, open_url=show)
     auth = OAuth(
@@ -129,3 +130,58 @@ async def run_login(options: Options, out: Output, client_kwargs: dict[str, Any]
     else:
         out.result(f"logged in to {resource}; the token is stored in {path}")
     return EXIT_OK
+
+
+_PROBE_TIMEOUT = 3.0
+_PROBE_CAP = 64 * 1024
+
+
+async def _advertises_oauth(url: str) -> bool:
+    """Does the server publish protected resource metadata (RFC 9728)? A short, bounded probe."""
+    import anyio
+    import httpx
+
+    from .._transports._bounded import ACCEPT_ENCODING, BodyError, read_bounded
+
+    parts = url.split("://", 1)
+    if len(parts) != 2:
+        return False
+    base, _, path = parts[1].partition("/")
+    root = f"{parts[0]}://{base}/.well-known/oauth-protected-resource"
+    candidates = [f"{root}/{path.strip('/')}", root] if path.strip("/") else [root]
+    try:
+        with anyio.move_on_after(_PROBE_TIMEOUT):
+            async with httpx.AsyncClient(follow_redirects=False, timeout=_PROBE_TIMEOUT) as http:
+                for candidate in candidates:
+                    request = http.build_request(
+                        "GET", candidate, headers={"Accept-Encoding": ACCEPT_ENCODING}
+                    )
+                    response = await http.send(request, stream=True)
+                    body = await read_bounded(response, _PROBE_CAP)
+                    if response.status_code != 200:
+                        continue
+                    try:
+                        data = json.loads(body)
+                    except (ValueError, RecursionError):
+                        continue
+                    if isinstance(data, dict) and data.get("authorization_servers"):
+                        return True
+    except (httpx.HTTPError, BodyError):
+        return False
+    return False
+
+
+async def unauthorized_hint(options: Options) -> str:
+    """What to do about a 401: log in when the server advertises OAuth, else pass a token."""
+    url = options.urls[0]
+    passed = any(name.lower() == "authorization" for name in options.headers)
+    if await _advertises_oauth(url):
+        if passed:
+            return (
+                "the server refused the token passed with -H; it uses OAuth: drop -H and"
+                f" log in with 'mcp-call {url} login'"
+            )
+        return f"the server uses OAuth: log in first with 'mcp-call {url} login'"
+    if passed:
+        return "the server refused the credentials passed with -H: check the token"
+    return "pass credentials with -H 'Authorization: Bearer TOKEN'"

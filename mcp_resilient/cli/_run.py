@@ -46,7 +46,7 @@ from ._args import (
     EXIT_USAGE,
     Options,
 )
-from ._login import run_login, stored_auth
+from ._login import run_login, stored_auth, unauthorized_hint
 from ._output import Output
 from ._trace import TraceLogHandler, TracingTransport
 
@@ -66,6 +66,8 @@ class _State:
     events: list[Event] = field(default_factory=list)
     safe_call: bool = False
     """Whether the tool call may run twice (read-only, idempotent or ``--idempotent``)."""
+    unauthorized: str | None = None
+    """The hint for a 401, once probed (does the server use OAuth?)."""
 
 
 class CommandFailed(Exception):
@@ -118,8 +120,18 @@ def _where(exc: MCPError) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def explain(exc: BaseException, *, phase: str, tool: str | None = None, safe: bool = False) -> str:
-    """One line: what failed, where, and what to try (in CLI terms, not API terms)."""
+def explain(
+    exc: BaseException,
+    *,
+    phase: str,
+    tool: str | None = None,
+    safe: bool = False,
+    unauthorized: str | None = None,
+) -> str:
+    """One line: what failed, where, and what to try (in CLI terms, not API terms).
+
+    ``unauthorized`` replaces the 401 hint (the caller probed whether the server uses OAuth).
+    """
     if isinstance(exc, CommandFailed):
         return str(exc)
     if not isinstance(exc, MCPError):
@@ -138,6 +150,8 @@ def explain(exc: BaseException, *, phase: str, tool: str | None = None, safe: bo
         hint = "try a larger --timeout if the server is just slow"
     elif isinstance(exc, HTTPStatusError):
         hint = _STATUS_HINTS.get(exc.status_code, hint)
+        if exc.status_code == 401 and unauthorized:
+            hint = unauthorized
     if code == EXIT_UNREACHABLE and isinstance(exc, ConnectError):
         # The library wraps the last attempt's error; its own message is the clearer one.
         cause = exc.__cause__
@@ -281,9 +295,19 @@ async def run(options: Options, out: Output) -> int:
             failure = _main_failure(exc)
             out.finish()
             code = exit_code_for(failure, phase=state.phase, safe=state.safe_call)
+            if isinstance(failure, HTTPStatusError) and failure.status_code == 401:
+                state.unauthorized = await unauthorized_hint(options)
             if options.json and not out.has_document:
                 out.document({"error": _error_document(failure, code, options, state)})
-            out.error(explain(failure, phase=state.phase, tool=options.name, safe=state.safe_call))
+            out.error(
+                explain(
+                    failure,
+                    phase=state.phase,
+                    tool=options.name,
+                    safe=state.safe_call,
+                    unauthorized=state.unauthorized,
+                )
+            )
             out.traceback(exc)
             return code
         finally:
@@ -315,7 +339,13 @@ def _error_document(
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "type": type(exc).__name__,
-        "message": explain(exc, phase=state.phase, tool=options.name, safe=state.safe_call),
+        "message": explain(
+            exc,
+            phase=state.phase,
+            tool=options.name,
+            safe=state.safe_call,
+            unauthorized=state.unauthorized,
+        ),
         "exitCode": code,
     }
     if isinstance(exc, MCPError):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import tracemalloc
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
 import anyio
 import httpx
 import pytest
@@ -11,17 +16,21 @@ from mcp_resilient.auth import (
     AuthError,
     AuthorizationError,
     AuthorizationRequiredError,
+    AuthorizationServerChangedError,
     AuthRetryLimitError,
     DiscoveryError,
     IssuerMismatchError,
     OAuth,
+    PKCEUnsupportedError,
     RegistrationError,
     ResourceMismatchError,
+    ResourceOriginError,
     TokenEndpointError,
 )
 from mcp_resilient.errors import MCPError
 
 from .fakes import ASMETA, MCP, PRM, FakeAuth, Redirect
+from .hostile import Answer, Approve, AuthServer, Resource, Seen, gzip_bomb, servers
 
 pytestmark = pytest.mark.anyio
 
@@ -265,3 +274,250 @@ async def test_error_response_from_the_wrong_issuer_is_not_acted_on() -> None:
     with pytest.raises(IssuerMismatchError) as info:
         await _call(fake, OAuth(handler=handler))
     assert "go here" not in str(info.value)  # the forged error text is not shown
+
+
+# -- issue 16: hostile authorization servers and resources, on real loopback sockets ----------
+#
+# Each resource and authorization server below is its own origin (its own port), so the
+# client reads their answers with its own bounded reader, as it would from real ones.
+
+
+async def _get(url: str, auth: OAuth) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        with anyio.fail_after(DEADLINE):
+            return await http.post(url, json={"jsonrpc": "2.0"}, auth=auth)
+
+
+async def test_client_secret_never_goes_to_another_authorization_server() -> None:
+    as1, as2 = AuthServer("as1"), AuthServer("as2")
+    resource = Resource(as1)
+    with servers(as1, as2, resource):
+        auth = OAuth(grant="client_credentials", client_id="svc", client_secret="SVC-SECRET")
+        assert (await _get(resource.mcp, auth)).status_code == 200
+        # The resource now names another authorization server (and refuses the old token).
+        resource.servers = [as2]
+        with pytest.raises(AuthorizationServerChangedError) as info:
+            await _get(resource.mcp, auth)
+    message = str(info.value)
+    assert "moved to another authorization server" in message and as2.url in message
+    assert "register the client at the new authorization server" in message
+    assert "SVC-SECRET" not in message
+    assert as2.tokens_requested() == []
+    assert "SVC-SECRET" not in as2.text() and "Authorization" not in as2.text()
+
+
+async def test_configured_issuer_pins_the_credentials_from_the_start() -> None:
+    as1, hostile = AuthServer("as1"), AuthServer("evil")
+    resource = Resource(hostile)
+    with servers(as1, hostile, resource):
+        auth = OAuth(
+            grant="client_credentials", client_id="svc", client_secret="SVC-SECRET", issuer=as1.url
+        )
+        with pytest.raises(AuthorizationServerChangedError):
+            await _get(resource.mcp, auth)
+    assert hostile.tokens_requested() == [] and "SVC-SECRET" not in hostile.text()
+
+
+async def test_refresh_token_never_goes_to_another_authorization_server() -> None:
+    as1, as2 = AuthServer("as1"), AuthServer("as2")
+    as1.expires_in = 1  # always within refresh_margin: every request refreshes first
+    resource = Resource(as1)
+    handler = Approve()
+    with servers(as1, as2, resource):
+        auth = OAuth(handler=handler)
+        assert (await _get(resource.mcp, auth)).status_code == 200
+        # The resource names AS2; the user denies that login.
+        resource.servers = [as2]
+        handler.deny = True
+        with pytest.raises(AuthorizationError, match="access_denied"):
+            await _get(resource.mcp, auth)
+        # The next request refreshes the expiring AS1 token: at AS1, never at AS2.
+        with contextlib.suppress(AuthError):
+            await _get(resource.mcp, auth)
+    assert not any(seen.form.get("refresh_token") for seen in as2.tokens_requested())
+    assert "as1-refresh" not in as2.text()
+
+
+async def test_one_oauth_for_two_servers_never_sends_a_token_across_origins() -> None:
+    as1 = AuthServer("as1")
+    a, b = Resource(as1), Resource(as1)
+    with servers(as1, a, b):
+        auth = OAuth(handler=Approve())
+        assert (await _get(a.mcp, auth)).status_code == 200
+        with pytest.raises(ResourceOriginError) as info:
+            await _get(b.mcp, auth)
+    assert b.bearers() == []  # A's token never reached B
+    assert "OAuth object per server" in str(info.value)
+
+
+async def test_replica_at_another_origin_gets_the_token_only_after_its_metadata_names_it() -> None:
+    as1 = AuthServer("as1")
+    a, b, stranger = Resource(as1), Resource(as1), Resource(as1)
+    b.prm_answer = Answer.json(200, {"resource": a.mcp, "authorization_servers": [as1.url]})
+    with servers(as1, a, b, stranger):
+        auth = OAuth(handler=Approve(), resource=a.mcp)
+        assert (await _get(a.mcp, auth)).status_code == 200
+        assert (await _get(b.mcp, auth)).status_code == 200  # a replica of A
+        with pytest.raises(ResourceMismatchError):
+            await _get(stranger.mcp, auth)  # names itself: not our resource
+    token = a.bearers()[0]
+    assert b.bearers() == [token]  # only after its metadata was checked: the first try had none
+    assert len(b.seen) >= 2 and stranger.bearers() == []
+
+
+@pytest.mark.parametrize("methods", [None, ["plain"], []])
+async def test_login_is_refused_without_pkce_s256(methods: list[str] | None) -> None:
+    as1 = AuthServer("as1")
+    if methods is None:
+        del as1.metadata["code_challenge_methods_supported"]
+    else:
+        as1.metadata["code_challenge_methods_supported"] = methods
+    resource = Resource(as1)
+    handler = Approve()
+    with servers(as1, resource), pytest.raises(PKCEUnsupportedError) as info:
+        await _get(resource.mcp, OAuth(handler=handler))
+    assert "S256" in str(info.value) and "no login started" in str(info.value)
+    assert handler.urls == [] and as1.tokens_requested() == [] and as1.registrations == []
+
+
+async def test_2025_03_26_server_without_metadata_still_logs_in() -> None:
+    # No resource metadata, no authorization server metadata: the spec's fallback stays.
+    legacy = AuthServer("legacy")
+    legacy.metadata_answer = Answer(404)
+
+    def mcp(seen: Seen) -> Answer:
+        if urlsplit(seen.path).path.startswith("/.well-known/"):
+            return Answer(404)
+        if urlsplit(seen.path).path in ("/authorize", "/token", "/register"):
+            return AuthServer._route(legacy, seen)
+        auth = seen.headers.get("Authorization", "")
+        if auth[7:] in legacy.issued:
+            return Answer.json(200, {"ok": True})
+        return Answer(401, headers={"WWW-Authenticate": "Bearer"})
+
+    legacy.answer = mcp
+    handler = Approve()
+    with servers(legacy):
+        response = await _get(f"{legacy.url}/mcp", OAuth(handler=handler))
+    assert response.status_code == 200 and len(handler.urls) == 1
+
+
+def _bomb(**headers: str) -> Answer:
+    return Answer(200, gzip_bomb(), {"Content-Encoding": "gzip", **headers})
+
+
+@contextlib.contextmanager
+def _peak_memory(limit: int) -> Iterator[None]:
+    """Python allocations during the block stay under ``limit`` bytes at their peak."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak {peak / 2**20:.1f} MiB"
+
+
+async def test_decompression_bomb_as_resource_metadata_is_refused_in_bounded_memory() -> None:
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+    resource.prm_answer = _bomb(**{"Content-Type": "application/json"})
+    gzip_bomb()  # made before the measurement
+    with servers(as1, resource), _peak_memory(24 * 2**20), pytest.raises(DiscoveryError) as info:
+        await _get(resource.mcp, OAuth(handler=Approve()))
+    assert "1000000-byte cap" in str(info.value)
+    assert as1.seen == []  # nothing went on from a document we refused
+
+
+async def test_decompression_bomb_from_the_token_endpoint_is_refused_in_bounded_memory() -> None:
+    as1 = AuthServer("as1")
+    as1.token_answer = lambda seen: _bomb(**{"Content-Type": "application/json"})
+    resource = Resource(as1)
+    gzip_bomb()
+    with (
+        servers(as1, resource),
+        _peak_memory(24 * 2**20),
+        pytest.raises(TokenEndpointError) as info,
+    ):
+        await _get(resource.mcp, OAuth(handler=Approve()))
+    assert "1000000-byte cap" in str(info.value)
+
+
+async def test_decompression_bomb_in_a_401_body_is_not_inflated() -> None:
+    # httpx reads a challenged response whole before an auth flow's retry; not this one.
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+    challenge = {"WWW-Authenticate": f'Bearer resource_metadata="{resource.prm_url}"'}
+
+    def challenge_bomb(seen: Seen) -> Answer | None:
+        if seen.headers.get("Authorization"):
+            return None  # with a token: the normal answer
+        return Answer(401, gzip_bomb(), {"Content-Encoding": "gzip", **challenge})
+
+    resource.answer_mcp = challenge_bomb
+    gzip_bomb()
+    with servers(as1, resource), _peak_memory(24 * 2**20):
+        response = await _get(resource.mcp, OAuth(handler=Approve()))
+    assert response.status_code == 200
+
+
+async def test_hostile_values_are_quoted_short_in_errors() -> None:
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+    huge = "https://evil.example.com/" + "x" * 900_000
+    resource.prm_answer = Answer.json(200, {"resource": huge, "authorization_servers": [as1.url]})
+    with servers(as1, resource), pytest.raises(ResourceMismatchError) as info:
+        await _get(resource.mcp, OAuth(handler=Approve()))
+    assert len(str(info.value)) < 1000
+    assert "evil.example.com" in str(info.value)
+
+
+async def test_hostile_token_error_is_quoted_short() -> None:
+    as1 = AuthServer("as1")
+    as1.token_answer = lambda seen: Answer.json(
+        400, {"error": "invalid_grant", "error_description": "y" * 500_000}
+    )
+    resource = Resource(as1)
+    with servers(as1, resource), pytest.raises(TokenEndpointError) as info:
+        await _get(resource.mcp, OAuth(handler=Approve()))
+    assert info.value.error == "invalid_grant" and len(str(info.value)) < 1000
+
+
+async def test_deeply_nested_json_is_a_typed_error() -> None:
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+    resource.prm_answer = Answer(200, b"[" * 200_000 + b"]" * 200_000)
+    with servers(as1, resource), pytest.raises(DiscoveryError, match="not a JSON object"):
+        await _get(resource.mcp, OAuth(handler=Approve()))
+
+
+async def test_step_up_logins_are_limited_per_client_not_per_request() -> None:
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+    asked = iter(range(1000))
+
+    def always_more(seen: Seen) -> Answer | None:
+        if not seen.headers.get("Authorization"):
+            return None
+        scope = f"scope-{next(asked)}"
+        challenge = f'Bearer error="insufficient_scope", scope="{scope}"'
+        return Answer.json(403, {"error": "insufficient_scope"}, **{"WWW-Authenticate": challenge})
+
+    resource.answer_mcp = always_more
+    handler = Approve()
+    auth = OAuth(handler=handler, max_step_up=2)
+    with servers(as1, resource):
+        for _ in range(4):
+            with pytest.raises(AuthRetryLimitError):
+                await _get(resource.mcp, auth)
+    # The first login, then at most max_step_up step-up logins for the whole client.
+    assert len(handler.urls) == 3
+
+
+async def test_no_handler_is_authorization_required_not_a_registration_error() -> None:
+    as1 = AuthServer("as1")  # rejects registrations without redirect_uris, as real ones do
+    resource = Resource(as1)
+    with servers(as1, resource), pytest.raises(AuthorizationRequiredError) as info:
+        await _get(resource.mcp, OAuth())
+    assert f"mcp-call {resource.mcp} login" in str(info.value)
+    assert as1.registrations == [] and not any(s.path == "/register" for s in as1.seen)
