@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import stat
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import httpx
@@ -20,6 +26,7 @@ from mcp_resilient.auth import (
     AuthRetryLimitError,
     DiscoveryError,
     IssuerMismatchError,
+    LoopbackHandler,
     OAuth,
     PKCEUnsupportedError,
     RegistrationError,
@@ -521,3 +528,94 @@ async def test_no_handler_is_authorization_required_not_a_registration_error() -
         await _get(resource.mcp, OAuth())
     assert f"mcp-call {resource.mcp} login" in str(info.value)
     assert as1.registrations == [] and not any(s.path == "/register" for s in as1.seen)
+
+
+# -- the login listener and the token file ------------------------------------------------------
+
+
+async def test_forged_callback_does_not_hijack_the_login() -> None:
+    handler = LoopbackHandler(open_url=lambda url: None)
+    await handler.redirect("http://as.test/authorize?response_type=code&state=REAL-STATE")
+    answers: list[int] = []
+
+    async def forger_then_browser() -> None:
+        async with httpx.AsyncClient() as http:
+            # Any web page can send this to a loopback port: first, without the state.
+            for query in ("state=forged&code=evil", "code=evil", "error=access_denied"):
+                answers.append((await http.get(f"{handler.redirect_uri}?{query}")).status_code)
+            real = await http.get(f"{handler.redirect_uri}?code=good&state=REAL-STATE")
+            answers.append(real.status_code)
+
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forger_then_browser)
+            params = await handler.callback()
+    assert answers == [400, 400, 400, 200]
+    assert params == {"code": "good", "state": "REAL-STATE"}
+
+
+async def test_forged_callback_within_a_login_still_completes_it() -> None:
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+
+    async def browser(url: str) -> None:
+        query = dict(parse_qsl(urlsplit(url).query))
+        redirect = query["redirect_uri"]
+        async with httpx.AsyncClient() as http:
+            forged = await http.get(f"{redirect}?state=forged&code=evil&iss={as1.url}")
+            assert forged.status_code == 400
+            params = {"code": "good", "state": query["state"], "iss": as1.url}
+            assert (await http.get(redirect, params=params)).status_code == 200
+
+    opened: list[str] = []
+
+    async def open_and_visit(url: str) -> None:
+        opened.append(url)
+        tg.start_soon(browser, url)
+
+    handler = LoopbackHandler(open_url=open_and_visit)
+    with servers(as1, resource):
+        async with anyio.create_task_group() as tg:
+            response = await _get(resource.mcp, OAuth(handler=handler, callback_timeout=20))
+    assert response.status_code == 200
+    assert [s.form.get("code") for s in as1.tokens_requested()] == ["good"]
+
+
+async def test_listener_closes_when_opening_the_browser_fails() -> None:
+    def broken(url: str) -> None:
+        raise OSError("no browser here")
+
+    handler = LoopbackHandler(open_url=broken)
+    with pytest.raises(OSError, match="no browser"):
+        await handler.redirect("http://as.test/authorize?state=s")
+    with pytest.raises(httpx.ConnectError):  # nothing listens any more
+        async with httpx.AsyncClient() as http:
+            await http.get(handler.redirect_uri)
+
+
+_SAVER = """
+import sys, anyio
+from mcp_resilient.auth import FileTokenStorage
+
+async def main() -> None:
+    storage = FileTokenStorage(sys.argv[1])
+    for i in range(int(sys.argv[3])):
+        await storage.save(f"token:{sys.argv[2]}-{i}", {"access_token": f"{sys.argv[2]}-{i}"})
+
+anyio.run(main)
+"""
+
+
+def test_two_processes_saving_to_one_token_file_keep_every_entry(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    count = 150
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _SAVER, str(path), name, str(count)], env=env)
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0
+    data = json.loads(path.read_text())
+    assert len(data) == 2 * count, f"{2 * count - len(data)} entries lost"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
