@@ -45,6 +45,7 @@ def test_login_then_call_reuses_the_token(
     assert browser.errors == [] and len(browser.visits) == 1
     assert f"logged in to {url}" in captured.out
     assert "visit:" in captured.err  # the URL is printed too (for a browser elsewhere)
+    assert captured.err.count("response_type=code") == 1  # once, not twice
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
     assert f"token:{url}" in json.loads(token_file.read_text())
 
@@ -67,5 +68,5 @@ def test_login_when_no_browser_prints_the_url(
     err = capsys.readouterr().err
     assert code == 4
     assert "Open this URL in a browser to log in" in err
-    assert "response_type=code" in err
+    assert err.count("response_type=code") == 1  # the URL is printed once, not twice
     assert "no answer from the login" in err
