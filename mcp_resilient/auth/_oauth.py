@@ -706,8 +706,11 @@ class OAuth(httpx.Auth):
             }
         key = f"client:{context.issuer}"
         stored = await self.storage.load(key)
-        if stored and stored.get("client_id"):
+        registered_for = (stored or {}).get("redirect_uri")
+        current = self.handler.redirect_uri if self.handler is not None else None
+        if stored and stored.get("client_id") and registered_for in (None, current):
             return stored
+        # else: registered for another redirect URI (a random loopback port): anew
         metadata = context.metadata
         if self.client_metadata_url and metadata.get("client_id_metadata_document_supported"):
             return {"client_id": self.client_metadata_url, "token_endpoint_auth_method": "none"}
@@ -774,6 +777,7 @@ class OAuth(httpx.Auth):
             "client_id": data["client_id"],
             "client_secret": data.get("client_secret"),
             "token_endpoint_auth_method": data["token_endpoint_auth_method"],
+            "redirect_uri": self.handler.redirect_uri if self.handler else None,
         }
 
     # -- grants ---------------------------------------------------------------------------

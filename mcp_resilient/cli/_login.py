@@ -88,7 +88,8 @@ async def run_login(options: Options, out: Output, client_kwargs: dict[str, Any]
         return EXIT_USAGE
     from .. import MCPError, ResilientClient
 
-    port = int(options.arguments.get("port") or DEFAULT_LOGIN_PORT)
+    chosen = options.arguments.get("port")
+    port = DEFAULT_LOGIN_PORT if chosen is None else int(chosen)  # 0: a random free port
     path = token_path()
     storage = FileTokenStorage(path)
     resource = _resource(options)

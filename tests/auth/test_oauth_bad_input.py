@@ -25,6 +25,7 @@ from mcp_resilient.auth import (
     AuthorizationServerChangedError,
     AuthRetryLimitError,
     DiscoveryError,
+    InMemoryTokenStorage,
     IssuerMismatchError,
     LoopbackHandler,
     OAuth,
@@ -619,3 +620,63 @@ def test_two_processes_saving_to_one_token_file_keep_every_entry(tmp_path: Path)
     data = json.loads(path.read_text())
     assert len(data) == 2 * count, f"{2 * count - len(data)} entries lost"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# -- the CLI's advice on a 401 (issue 19) -----------------------------------------------------
+
+
+def _cli_401(args: list[str], resource: Resource, capsys: pytest.CaptureFixture[str]) -> str:
+    from mcp_resilient.cli import main
+
+    assert main([resource.mcp, *args, "tools", "--timeout", "10"]) == 4
+    return capsys.readouterr().err
+
+
+def test_cli_401_from_an_oauth_server_suggests_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_CALL_TOKEN_FILE", str(tmp_path / "none.json"))
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+    with servers(as1, resource):
+        plain = _cli_401([], resource, capsys)
+        with_header = _cli_401(["-H", "Authorization: Bearer stale"], resource, capsys)
+    assert f"mcp-call {resource.mcp} login" in plain
+    assert "-H 'Authorization: Bearer TOKEN'" not in plain
+    assert f"mcp-call {resource.mcp} login" in with_header
+    assert "refused the token passed with -H" in with_header
+    assert "-H 'Authorization: Bearer TOKEN'" not in with_header
+
+
+def test_cli_401_without_oauth_metadata_keeps_the_header_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_CALL_TOKEN_FILE", str(tmp_path / "none.json"))
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+    resource.prm_answer = Answer(404)
+    with servers(as1, resource):
+        plain = _cli_401([], resource, capsys)
+        with_header = _cli_401(["-H", "Authorization: Bearer stale"], resource, capsys)
+    assert "-H 'Authorization: Bearer TOKEN'" in plain and "login" not in plain
+    assert "refused the credentials passed with -H" in with_header
+    assert "-H 'Authorization: Bearer TOKEN'" not in with_header
+
+
+async def test_registration_for_another_redirect_uri_is_not_reused() -> None:
+    # A random loopback port per login: the stored registration names the old one.
+    as1 = AuthServer("as1")
+    resource = Resource(as1)
+    storage = InMemoryTokenStorage()
+    first, second = Approve(), Approve()
+    second.redirect_uri = "http://127.0.0.1:10/callback"
+    with servers(as1, resource):
+        await _get(resource.mcp, OAuth(handler=first, storage=storage))
+        await storage.delete(f"token:{resource.mcp}")
+        await _get(resource.mcp, OAuth(handler=second, storage=storage))
+        await storage.delete(f"token:{resource.mcp}")
+        await _get(resource.mcp, OAuth(handler=second, storage=storage))
+    assert [r["redirect_uris"] for r in as1.registrations] == [
+        [first.redirect_uri],
+        [second.redirect_uri],
+    ]
