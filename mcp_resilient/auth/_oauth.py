@@ -708,8 +708,12 @@ class OAuth(httpx.Auth):
         stored = await self.storage.load(key)
         registered_for = (stored or {}).get("redirect_uri")
         current = self.handler.redirect_uri if self.handler is not None else None
-        if stored and stored.get("client_id") and registered_for in (None, current):
-            return stored
+        if (
+            stored
+            and stored.get("client_id")
+            and (current is None or registered_for in (None, current))
+        ):
+            return stored  # (without a handler: a refresh, where the redirect URI plays no part)
         # else: registered for another redirect URI (a random loopback port): anew
         metadata = context.metadata
         if self.client_metadata_url and metadata.get("client_id_metadata_document_supported"):

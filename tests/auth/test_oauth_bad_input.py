@@ -680,3 +680,20 @@ async def test_registration_for_another_redirect_uri_is_not_reused() -> None:
         [first.redirect_uri],
         [second.redirect_uri],
     ]
+
+
+async def test_refresh_without_a_handler_reuses_the_stored_registration() -> None:
+    # What `mcp-call URL tools` does after `login`: no handler, a stored token to refresh.
+    as1 = AuthServer("as1")
+    as1.expires_in = 1  # always within refresh_margin
+    resource = Resource(as1)
+    storage = InMemoryTokenStorage()
+    with servers(as1, resource):
+        await _get(resource.mcp, OAuth(handler=Approve(), storage=storage))
+        response = await _get(resource.mcp, OAuth(storage=storage))
+    assert response.status_code == 200
+    assert len(as1.registrations) == 1
+    assert [s.form["grant_type"] for s in as1.tokens_requested()] == [
+        "authorization_code",
+        "refresh_token",
+    ]
