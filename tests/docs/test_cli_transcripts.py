@@ -159,9 +159,7 @@ def _run_killing(
 
 def _kill_now(transcript: Transcript, lines: list[str], cluster: ServerCluster) -> bool:
     if transcript.kill_after is not None:
-        return any(
-            transcript.kill_after in line for line in lines if not _TRACE_LINE.match(line)
-        )
+        return any(transcript.kill_after in line for line in lines if not _TRACE_LINE.match(line))
     assert transcript.kill_call_id is not None
     return _executions(cluster[0], transcript.kill_call_id) > 0
 
