@@ -131,8 +131,13 @@ def _line_pattern(expected: str) -> re.Pattern[str]:
 
 def matches(expected: list[str], actual: list[str]) -> bool:
     """Whether the output matches the page's, after normalizing, with ``...`` wildcards."""
-    want = [normalize(line) for line in expected]
-    got = [normalize(line) for line in actual]
+    return match_lines([normalize(line) for line in expected], [normalize(x) for x in actual])
+
+
+def match_lines(expected: list[str], actual: list[str]) -> bool:
+    """Line by line, with ``...`` wildcards, trailing blank lines and spaces ignored."""
+    want = [line.rstrip() for line in expected]
+    got = [line.rstrip() for line in actual]
     while want and not want[-1]:
         want.pop()
     while got and not got[-1]:
