@@ -212,3 +212,46 @@ def test_every_console_block_of_the_cli_page_is_an_mcp_call_transcript() -> None
     text = CLI_PAGE.read_text(encoding="utf-8")
     # Output shown elsewhere (a ``text`` block) must not start with a prompt.
     assert not re.search(r"^```text\n\$ ", text, re.MULTILINE)
+
+
+def test_matching_normalizes_what_varies_and_nothing_else() -> None:
+    page = [
+        "session      3ed2446c35c24b199502665957218721",
+        "connect      122.7 ms (initialize)",
+        "...",
+        "[   0.057s] sse event id=90a61469-bf48-4ee9-8b9e-4e94a501f701 retry=1000ms",
+        "server       mcp-resilient-example ...",
+    ]
+    run = [
+        "session      ab469407b57949f1896fab3ba3557be4",
+        "connect      4 ms (initialize)",
+        "one line left out",
+        "and another",
+        "[  12.300s] sse event id=02f47e57-3a08-40f6-aad8-a9385857e373 retry=500ms",
+        "server       mcp-resilient-example 4.2.3",
+    ]
+    assert matches(page, run)
+    assert not matches(page, [*run[:1], "connect      4 ms (server/discover)", *run[2:]])
+    assert not matches(page, run[:-1])  # a line missing
+    assert not matches(["0"], ["1"])
+    assert matches(['"roundTripMs": 2.9'], ['"roundTripMs": 68'])
+
+
+def test_transcripts_are_parsed_with_their_directive(tmp_path: Path) -> None:
+    page = tmp_path / "cli.md"
+    page.write_text(
+        "```console\n$ mcp-call URL ping\npong\n$ echo $?\n0\n```\n\n"
+        '<!-- transcript: kill the serving replica after "progress 2/4" -->\n'
+        "```console\n$ mcp-call A B call slow_progress\nprogress 1/4\n```\n\n"
+        "```text\n$ not a transcript\n```\n",
+        encoding="utf-8",
+    )
+    first, second = parse_transcripts(page, tmp_path)
+    assert [(c.line, c.command, c.expected) for c in first.commands] == [
+        (2, "mcp-call URL ping", ["pong"]),
+        (4, "echo $?", ["0"]),
+    ]
+    assert (first.kill, second.kill, second.kill_after) == (False, True, "progress 2/4")
+    page.write_text("<!-- transcript: kill it -->\n```console\n$ x\n```\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad transcript directive"):
+        parse_transcripts(page, tmp_path)
