@@ -24,6 +24,6 @@ echo "== mypy (strict)"
 .venv/bin/mypy
 echo "== mkdocs build --strict"
 export NO_MKDOCS_2_WARNING=1
-.venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+.venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)"
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"

@@ -12,6 +12,8 @@ from tests.rig import ServerCluster
 #: Replicas for failover snippets: the docs' ports 8000, 8001 and 8002, in that order.
 REPLICAS = 3
 SKIPPED_PROPERTY = "snippet_skipped"
+#: Time the replicas have to come up (a loaded CI machine boots them slowly).
+START_TIMEOUT = 90.0
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +26,7 @@ def doc_servers(tmp_path_factory: pytest.TempPathFactory) -> Generator[ServerClu
         prefix="docs",
         log_dir=root / "logs",
     )
-    cluster.start()
+    cluster.start(timeout=START_TIMEOUT)
     try:
         yield cluster
     finally:

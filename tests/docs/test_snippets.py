@@ -1,255 +1,47 @@
 """Run the Python blocks of README.md and docs/**/*.md against the example server.
 
-The convention is in ``tests/docs/README.md``. One test per page: its blocks run in order
-in one namespace on one event loop, each with a deadline. A failure names the page and the
-block's line, and the traceback points into the Markdown file at the right line.
+The convention is in ``tests/docs/README.md``; the runner (Sybil documents, an evaluator
+with top-level ``await``, deadlines and ``#>`` output checks) is ``tests/docs/snippets.py``.
+One test per page, each page in a fresh interpreter: its blocks run in order in one
+namespace on one event loop. A failure names the page and the block's line, and the
+traceback points into the Markdown file at the right line.
 """
 
 from __future__ import annotations
 
-import ast
-import asyncio
 import functools
-import inspect
 import json
-import linecache
-import logging
 import os
 import re
 import subprocess
 import sys
-import textwrap
-import threading
-import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-from mcp_resilient import ResilientClient
+from mcp_resilient import ResilientClient, TransportError
 from tests.docs.conftest import SKIPPED_PROPERTY
-from tests.rig import ServerCluster
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Deadline of one block (a whole pytest run for ``snippet: pytest`` blocks).
-BLOCK_TIMEOUT = 60.0
-#: Time given to closing clients a page left open.
-CLEANUP_TIMEOUT = 10.0
-
-_FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
-_DIRECTIVE = re.compile(r"^\s*<!--\s*snippet:\s*(?P<body>.*?)\s*-->\s*$")
-_LOGGERS = ("mcp_resilient", "mcp_resilient.wire", "mcp_resilient.server")
-_DOC_URL = re.compile(r"http://(?:127\.0\.0\.1|localhost):(?P<port>800[0-2])(?![0-9])")
-
-
-@dataclass(frozen=True)
-class Block:
-    """One fenced ``python`` block: where it starts and what the line before it says."""
-
-    page: str
-    line: int  # 1-based line of the first code line
-    code: str
-    skip: str | None = None  # the reason, for ``<!-- snippet: skip: reason -->``
-    pytest_file: bool = False  # ``<!-- snippet: pytest -->``: a test file, run by pytest
-
-    @property
-    def where(self) -> str:
-        return f"{self.page}:{self.line}"
-
-
-def doc_pages() -> list[Path]:
-    return [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
-
-
-def parse_blocks(path: Path, root: Path = REPO_ROOT) -> list[Block]:
-    """The page's ``python`` blocks, with the ``snippet:`` directive just above each."""
-    page = path.relative_to(root).as_posix()
-    lines = path.read_text(encoding="utf-8").splitlines()
-    blocks: list[Block] = []
-    i = 0
-    while i < len(lines):
-        opened = _FENCE_OPEN.match(lines[i])
-        if opened is None:
-            i += 1
-            continue
-        indent, fence = opened["indent"], opened["fence"]
-        info = opened["info"].strip().split()
-        end = i + 1
-        while end < len(lines) and lines[end].strip() != fence:
-            end += 1
-        if info and info[0] in ("python", "py"):
-            directive = _directive_before(lines, i, page)
-            body = [line.removeprefix(indent) for line in lines[i + 1 : end]]
-            blocks.append(
-                Block(
-                    page=page,
-                    line=i + 2,
-                    code=textwrap.dedent("\n".join(body)) + "\n",
-                    skip=directive[1] if directive and directive[0] == "skip" else None,
-                    pytest_file=bool(directive and directive[0] == "pytest"),
-                )
-            )
-        i = end + 1
-    return blocks
-
-
-def _directive_before(lines: list[str], fence_index: int, page: str) -> tuple[str, str] | None:
-    """``("skip", reason)`` or ``("pytest", "")`` from the line above the fence, if any."""
-    above = fence_index - 1
-    while above >= 0 and not lines[above].strip():
-        above -= 1
-    found = _DIRECTIVE.match(lines[above]) if above >= 0 else None
-    if found is None:
-        return None
-    body = found["body"]
-    if body == "pytest":
-        return ("pytest", "")
-    kind, _, reason = body.partition(":")
-    if kind.strip() == "skip" and reason.strip():
-        return ("skip", reason.strip())
-    raise ValueError(
-        f"{page}:{above + 1}: bad snippet directive {body!r} (see tests/docs/README.md)"
-    )
+from tests.docs.installs import missing_installs
+from tests.docs.snippets import (
+    BLOCK_TIMEOUT,
+    CLEANUP_TIMEOUT,
+    REPO_ROOT,
+    count_python_fences,
+    doc_pages,
+    python_blocks,
+    rewrite_urls,
+    run_page,
+)
+from tests.rig import ServerCluster, free_port
 
 
 def _pages_with_python() -> Iterator[Any]:
     for path in doc_pages():
-        if parse_blocks(path):
+        if count_python_fences(path):
             yield pytest.param(path, id=path.relative_to(REPO_ROOT).as_posix())
-
-
-def rewrite_urls(code: str, base_urls: list[str]) -> str:
-    """Point the docs' ``http://127.0.0.1:800N`` / ``http://localhost:800N`` at replica N.
-
-    Any path is kept (``/mcp``, ``/health``).
-    """
-    return _DOC_URL.sub(lambda m: base_urls[int(m["port"]) - 8000], code)
-
-
-class SnippetFailed(Exception):
-    """A block raised, or did not finish within its deadline."""
-
-
-def _snippet_traceback(exc: BaseException, filename: str) -> str:
-    """The traceback from the first frame in the page on (the runner's frames are noise)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
-
-
-class PageRunner:
-    """Runs one page's blocks in order, in one namespace, on one event loop."""
-
-    def __init__(self, path: Path, base_urls: list[str], tmp_path: Path) -> None:
-        self.path = path
-        self.base_urls = base_urls
-        self.tmp_path = tmp_path
-        self.namespace: dict[str, Any] = {"__name__": "__snippet__", "__builtins__": __builtins__}
-        self.runner = asyncio.Runner()
-        # Pages configure logging (basicConfig, levels): undone after the page.
-        self._root_handlers = list(logging.getLogger().handlers)
-        self._levels = {name: logging.getLogger(name).level for name in _LOGGERS}
-
-    def close(self) -> None:
-        try:
-            self.runner.run(asyncio.wait_for(self._close_clients(), CLEANUP_TIMEOUT))
-        except Exception:  # cleanup of a page that already failed or passed
-            pass
-        finally:
-            self.runner.close()
-            root = logging.getLogger()
-            for handler in root.handlers[:]:
-                if handler not in self._root_handlers:
-                    root.removeHandler(handler)
-            for name, level in self._levels.items():
-                logging.getLogger(name).setLevel(level)
-
-    async def _close_clients(self) -> None:
-        """Close the clients a page opened without ``async with``."""
-        for value in list(self.namespace.values()):
-            if isinstance(value, ResilientClient):
-                await value.aclose()
-
-    def run(self, block: Block) -> None:
-        code = rewrite_urls(block.code, self.base_urls)
-        if block.pytest_file:
-            self._run_pytest(block, code)
-            return
-        filename = str(self.path)
-        # Pad so that line numbers in tracebacks are the Markdown file's own.
-        source = "\n" * (block.line - 1) + code
-        linecache.checkcache(filename)
-        try:
-            compiled = compile(
-                source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
-            )
-        except SyntaxError as exc:
-            raise SnippetFailed(f"does not compile: {exc}") from None
-        if compiled.co_flags & inspect.CO_COROUTINE:
-            self._run_async(compiled, filename)
-        else:
-            self._run_sync(compiled, filename)
-
-    def _run_async(self, compiled: Any, filename: str) -> None:
-        async def body() -> None:
-            await eval(compiled, self.namespace)
-
-        try:
-            self.runner.run(asyncio.wait_for(body(), BLOCK_TIMEOUT))
-        except TimeoutError:
-            raise SnippetFailed(f"did not finish within {BLOCK_TIMEOUT:g} s") from None
-        except Exception as exc:
-            raise SnippetFailed(_snippet_traceback(exc, filename)) from None
-
-    def _run_sync(self, compiled: Any, filename: str) -> None:
-        """In a thread of its own: a block may call ``anyio.run``/``asyncio.run`` itself."""
-        errors: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                exec(compiled, self.namespace)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=target, name="snippet", daemon=True)
-        thread.start()
-        thread.join(BLOCK_TIMEOUT)
-        if thread.is_alive():
-            raise SnippetFailed(f"did not finish within {BLOCK_TIMEOUT:g} s")
-        if errors:
-            raise SnippetFailed(_snippet_traceback(errors[0], filename))
-
-    def _run_pytest(self, block: Block, code: str) -> None:
-        """Write the block to a test file and run pytest on it (the plugin loads itself)."""
-        test_file = self.tmp_path / f"test_{self.path.stem}_{block.line}.py"
-        test_file.write_text(code, encoding="utf-8")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        # pytest-timeout stops a hanging test first, so the report shows where it hung.
-        inner_timeout = f"timeout={BLOCK_TIMEOUT / 2:g}"
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        try:
-            proc = subprocess.run(
-                [*command, "-o", inner_timeout, test_file.name],
-                cwd=self.tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=BLOCK_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired as exc:
-            partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
-            raise SnippetFailed(
-                f"pytest did not finish within {BLOCK_TIMEOUT:g} s:\n{partial}"
-            ) from None
-        passed = re.search(r"(\d+) passed", proc.stdout)
-        if proc.returncode != 0 or passed is None:
-            raise SnippetFailed(
-                f"pytest on the block exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
-            )
 
 
 def _no_unknown_tools(call_tool: Any) -> Any:
@@ -271,27 +63,6 @@ def _no_unknown_tools(call_tool: Any) -> Any:
     return checked
 
 
-def run_page(
-    path: Path, base_urls: list[str], tmp_path: Path, root: Path = REPO_ROOT
-) -> tuple[str | None, list[str]]:
-    """Run a page's blocks in order: the failure (or None) and the skipped blocks."""
-    blocks = parse_blocks(path, root)
-    skipped = [f"{b.where}: {b.skip}" for b in blocks if b.skip is not None]
-    runner = PageRunner(path, base_urls, tmp_path)
-    try:
-        for block in blocks:
-            if block.skip is None:
-                try:
-                    runner.run(block)
-                except SnippetFailed as exc:
-                    return f"{block.where}: the block starting here failed:\n{exc}", skipped
-    finally:
-        runner.close()
-    if blocks and len(skipped) == len(blocks):
-        return f"{blocks[0].page}: every python block is skipped; at least one must run", skipped
-    return None, skipped
-
-
 def run_page_isolated(
     path: Path, base_urls: list[str], tmp_path: Path
 ) -> tuple[str | None, list[str]]:
@@ -301,8 +72,7 @@ def run_page_isolated(
     tracer provider, logging configuration): run in this process, it would leak into the
     pages and tests after them.
     """
-    blocks = parse_blocks(path)
-    limit = BLOCK_TIMEOUT * max(1, len(blocks)) + CLEANUP_TIMEOUT + 30
+    limit = BLOCK_TIMEOUT * max(1, count_python_fences(path)) + CLEANUP_TIMEOUT + 30
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     try:
         proc = subprocess.run(
@@ -392,22 +162,66 @@ def test_runner_fails_a_page_on_what_a_newcomer_hits(
     failure, _ = page("no-python.md", "# Just text\n\n```bash\nls\n```\n")
     assert failure is None
 
+    # Printed output: '#>' lines under a statement are what it prints, '...' is a wildcard.
+    call = 'r = await c.call_tool("add", {"a": 1, "b": 2})'
+    failure, _ = page(
+        "wrong-output.md",
+        f"```python\n{client}async with ResilientClient(url) as c:\n    {call}\n"
+        "    print(r.structured_content)\n    #> {'result': 3}\n```\n",
+    )
+    assert failure is not None and failure.startswith("wrong-output.md:2: the block")
+    assert "#> {'result': 3}\nbut it printed\n#> {'a': 1.0, 'b': 2.0, 'sum': 3.0}" in failure
 
-def test_parse_blocks_reads_directives_and_indented_fences(tmp_path: Path) -> None:
+    failure, _ = page(
+        "right-output.md",
+        f"```python\n{client}async with ResilientClient(url) as c:\n    {call}\n"
+        "    print(r.structured_content)\n    #> {'a': 1.0, 'b': 2.0, ...}\n"
+        "for i in range(2):\n    print('step', i)\n    #> step 0\n    #> step 1\n"
+        "print(url.startswith('http'),\n      end='!\\n')\n#> True!\n```\n",
+    )
+    assert failure is None
+
+    failure, _ = page("far.md", "<!-- snippet: pytest -->\n\nText.\n\n```python\nx = 1\n```\n")
+    assert failure is not None and "must stand right above a python block" in failure
+    failure, _ = page("bad.md", "<!-- snippet: skip -->\n```python\nx = 1\n```\n")
+    assert failure is not None and "bad snippet directive 'skip'" in failure
+
+
+def test_sybil_finds_every_block_with_its_directive(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
         "# T\n\n```python\nx = 1\n```\n\n<!-- snippet: skip: needs HAProxy -->\n"
         "```python\nboom()\n```\n\n!!! note\n    ```python\n    y = x + 1\n    ```\n\n"
-        "<!-- snippet: pytest -->\n```python\ndef test_a(): pass\n```\n```bash\nls\n```\n",
+        '<!-- snippet: pytest -->\n```py title="t.py"\ndef test_a(): pass\n```\n'
+        "```bash\nls\n```\n",
         encoding="utf-8",
     )
-    blocks = [(b.line, b.code, b.skip, b.pytest_file) for b in parse_blocks(page, root=tmp_path)]
+    blocks = [(e.line + 1, str(e.parsed)) for e in python_blocks(page)]
     assert blocks == [
-        (4, "x = 1\n", None, False),
-        (9, "boom()\n", "needs HAProxy", False),
-        (14, "y = x + 1\n", None, False),
-        (19, "def test_a(): pass\n", None, True),
+        (4, "x = 1\n"),
+        (9, "boom()\n"),
+        (14, "y = x + 1\n"),
+        (19, "def test_a(): pass\n"),
     ]
+    assert count_python_fences(page) == 4
+
+
+def test_every_python_fence_of_the_docs_is_a_block_the_runner_runs() -> None:
+    """No python block is missed (a fence attribute, an indent, a tilde fence)."""
+    for path in doc_pages():
+        assert len(python_blocks(path)) == count_python_fences(path), path
+
+
+def test_printed_output_is_shown_the_same_way_on_every_page() -> None:
+    """What a line prints is shown as ``#>`` lines under it, never as a trailing comment."""
+    trailing = re.compile(r"^\s*print\(.*\)\s*#(?!>)")
+    for path in doc_pages():
+        for example in python_blocks(path):
+            for offset, line in enumerate(str(example.parsed).splitlines()):
+                assert not trailing.match(line), (
+                    f"{path.relative_to(REPO_ROOT)}:{example.line + 1 + offset}: show what it "
+                    "prints as '#> ...' lines under the print (see tests/docs/README.md)"
+                )
 
 
 def test_rewrite_urls_targets_each_replica() -> None:
@@ -420,6 +234,61 @@ def test_rewrite_urls_targets_each_replica() -> None:
         'a = "http://127.0.0.1:41000/mcp"; b = "http://127.0.0.1:41002/health";'
         ' c = "http://127.0.0.1:8009/mcp"; d = "http://127.0.0.1:80001/mcp"'
     )
+
+
+@pytest.mark.parametrize("path", list(_pages_with_python()))
+def test_what_a_page_says_to_install_brings_what_it_imports(path: Path) -> None:
+    """CI has every extra; a reader has the ones the page names (see installs.py)."""
+    blocks = [str(example.parsed) for example in python_blocks(path)]
+    assert missing_installs(path.read_text(encoding="utf-8"), blocks) == []
+
+
+def test_the_install_check_catches_an_extra_that_lacks_a_module() -> None:
+    """The telemetry page's old gap: the SDK imported, only the API extra named."""
+    code = "from opentelemetry import trace\nfrom opentelemetry.sdk.trace import TracerProvider\n"
+    problems = missing_installs('pip install "mcp-resilient[otel]"', [code])
+    assert problems == [
+        "imports opentelemetry.sdk.trace (from opentelemetry-sdk), which the core package "
+        "and [otel] named on the page do not install"
+    ]
+    assert missing_installs('pip install "mcp-resilient[otel-sdk]"', [code]) == []
+    assert missing_installs("`[nosuch]`", ["import os"]) == [
+        "the page names extras that do not exist: ['nosuch']"
+    ]
+
+
+@pytest.mark.integration
+def test_the_quickstart_server_answers_what_the_page_shows(tmp_path: Path) -> None:
+    """The quickstart's own server.py gives the result its client block prints."""
+    page = REPO_ROOT / "docs" / "quickstart.md"
+    server = next(str(e.parsed) for e in python_blocks(page) if "FastMCP(" in str(e.parsed))
+    client = next(str(e.parsed) for e in python_blocks(page) if '"add", {"a": 1' in str(e.parsed))
+    shown = re.search(r"print\(result\.structured_content\)\n\s*#> (?P<out>.+)", client)
+    assert shown is not None
+    port = free_port()
+    (tmp_path / "server.py").write_text(server.replace("port=8000", f"port={port}"))
+    proc = subprocess.Popen(
+        [sys.executable, "server.py"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        async def call() -> Any:
+            url = f"http://127.0.0.1:{port}/mcp"
+            with anyio.fail_after(60):
+                while True:  # until the server listens
+                    try:
+                        async with ResilientClient(url, timeout=5) as c:
+                            return (await c.call_tool("add", {"a": 1, "b": 2})).structured_content
+                    except TransportError:
+                        await anyio.sleep(0.2)
+
+        assert str(anyio.run(call)) == shown["out"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize("configure", ["", "import logging; logging.basicConfig()"])
