@@ -63,9 +63,10 @@ async def test_a_call_that_moves_replicas_is_visible_in_the_new_era(pair: Server
                 result = await client.call_tool("whoami")
                 if client.stats.failovers:
                     break
-            endpoint, last = client.endpoint, client.last_endpoint
-            stats = client.stats
-    assert stats.failovers >= 1, "no call went to the dead replica first"
+            # Checked first: what the old code got wrong (no failover seen; the dead endpoint).
+            assert client.stats.failovers >= 1, [str(e) for e in events]
+            assert client.endpoint == survivor.url, client.endpoint
+            last = client.last_endpoint
     failovers = [e for e in events if e.kind == "failover"]
     assert failovers, [str(e) for e in events]
     assert failovers[0].detail["from_endpoint"] == victim.url
@@ -75,7 +76,6 @@ async def test_a_call_that_moves_replicas_is_visible_in_the_new_era(pair: Server
     assert result.structured_content["pid"] == survivor.pid
     assert result.endpoint == survivor.url
     assert last == survivor.url
-    assert endpoint == survivor.url  # before: still the dead replica
 
 
 @pytest.mark.parametrize("version", ERAS)
