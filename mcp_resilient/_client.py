@@ -662,8 +662,8 @@ class ResilientClient:
         background = recovery.background
         if deadline == math.inf or not recovery.trust_annotations or background is None:
             return None
-        if name in recovery.tools and time.monotonic() < recovery.tools_fresh_until:
-            return None
+        if recovery.tools and time.monotonic() < recovery.tools_fresh_until:
+            return None  # a fresh list, with or without this tool: listing again tells nothing
         start = anyio.current_time()
         lead = min(_ANNOTATION_LEAD_SECONDS, _ANNOTATION_LEAD_SHARE * (deadline - start))
         stop = anyio.Event()

@@ -55,7 +55,14 @@ def _shut(
 ) -> None:
     """Close the async client on its portal within ``bound`` seconds, then stop the portal."""
     try:
-        portal.start_task_soon(client.aclose).result(timeout=bound)
+        closing = portal.start_task_soon(client.aclose)
+    except RuntimeError as exc:
+        # The portal stopped already, or this runs on its own thread (collected there):
+        # waiting for it here could never end.
+        logger.debug("not closing the client from here: %s", exc)
+        return
+    try:
+        closing.result(timeout=bound)
     except concurrent.futures.TimeoutError:
         logger.warning("closing the client took over %g s; stopping its event loop", bound)
     except Exception as exc:  # closing must go on: the portal thread has to stop
