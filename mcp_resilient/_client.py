@@ -75,8 +75,8 @@ DEFAULT_TIMEOUT = 60.0
 """Default deadline, in seconds, for each call (including the handshake)."""
 
 DEFAULT_MAX_CONNECTIONS = 100
-_ANNOTATION_LEAD_SECONDS = 1.0
-_ANNOTATION_LEAD_SHARE = 0.25
+_ANNOTATION_LEAD_SECONDS = 5.0
+_ANNOTATION_LEAD_SHARE = 0.75
 """A call whose tool's annotations are unknown looks them up this long before its deadline
 (at most this share of its whole time), so the deadline's verdict can use them."""
 _VERSION = "0.1.0"

@@ -86,7 +86,7 @@ async def test_a_read_only_timeout_is_plain_without_list_tools(
         async with ResilientClient(mcp_server.url, protocol_version=version) as client:
             assert client.cached_tool("sleep") is None  # never listed
             with pytest.raises(RequestTimeoutError) as info:
-                await client.call_tool("sleep", {"seconds": 30}, timeout=1.0)
+                await client.call_tool("sleep", {"seconds": 30}, timeout=2.0)
     assert not isinstance(info.value, OutcomeUnknownError), info.value
     assert "could run it twice" not in str(info.value)
 
