@@ -3,7 +3,7 @@
 import logging
 
 from ._classify import Failure, classify
-from ._client import DEFAULT_TIMEOUT, ClientStats, ResilientClient
+from ._client import DEFAULT_TIMEOUT, ClientStats, ResilientClient, ToolResult
 from ._eras import AUTO, HANDSHAKE_VERSIONS, STATELESS_VERSIONS
 from ._events import Event, EventCallback, EventKind
 from ._handlers import (
@@ -26,6 +26,7 @@ from .errors import (
     ConnectError,
     EventTooLargeError,
     HTTPStatusError,
+    InvalidRequestError,
     MCPError,
     OutcomeUnknownError,
     OutcomeUnknownTimeoutError,
@@ -35,6 +36,7 @@ from .errors import (
     ServerError,
     SessionExpiredError,
     StreamEndedError,
+    ToolError,
     TransportError,
     UnsupportedProtocolVersionError,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "EventTooLargeError",
     "Failure",
     "HTTPStatusError",
+    "InvalidRequestError",
     "ListChangedHandler",
     "LogHandler",
     "MCPError",
@@ -83,6 +86,8 @@ __all__ = [
     "SessionExpiredError",
     "StreamEndedError",
     "SyncResilientClient",
+    "ToolError",
+    "ToolResult",
     "TransportError",
     "UnsupportedProtocolVersionError",
     "__version__",

@@ -32,10 +32,12 @@ __all__ = [
     "LEDGER_KEY_CONFLICT",
     "LEDGER_STARTED_NOT_FINISHED",
     "LEDGER_UNAVAILABLE",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
     "SAFE_METHODS",
     "Failure",
     "classify",
     "honours_idempotency_keys",
+    "idempotency_key_error",
     "tool_is_safe",
 ]
 
@@ -46,6 +48,8 @@ IDEMPOTENCY_CAPABILITY = "io.github.mcp-resilient/idempotency"
 """Capability (``experimental`` / ``extensions``) of a server that honours idempotency keys."""
 IDEMPOTENCY_META_KEY = "io.github.mcp-resilient/idempotencyKey"
 """The ``params._meta`` key that names one ``tools/call`` across every re-send."""
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+"""Longest idempotency key the extension allows (keys are 1 to 255 visible ASCII characters)."""
 LEDGER_STARTED_NOT_FINISHED = -31901
 """A run under this key started and its owner died before recording a result."""
 LEDGER_IN_PROGRESS = -31902
@@ -101,6 +105,28 @@ def classify(exc: MCPError) -> Failure:
     if isinstance(exc, TransportError):
         return Failure.IN_DOUBT
     return Failure.ANSWERED
+
+
+def idempotency_key_error(key: object) -> str | None:
+    """Why ``key`` breaks the extension's rule for keys, or ``None`` when it is fine.
+
+    The rule (docs/exactly-once.md): a string of 1 to 255 visible ASCII characters
+    (0x21-0x7E), so it is safe in logs and in any header a proxy may copy it into.
+    """
+    if not isinstance(key, str):
+        return f"an idempotency key must be a string, not {type(key).__name__}"
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        return (
+            f"an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters long"
+            f" (this one has {len(key)})"
+        )
+    for index, ch in enumerate(key):
+        if not 0x21 <= ord(ch) <= 0x7E:
+            return (
+                "an idempotency key must be visible ASCII characters only (0x21-0x7E);"
+                f" character {index} is {ch!r}"
+            )
+    return None
 
 
 def honours_idempotency_keys(capabilities: mcp_types.ServerCapabilities | None) -> bool:

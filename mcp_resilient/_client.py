@@ -24,7 +24,7 @@ import mcp_types
 from pydantic import BaseModel, ValidationError
 
 from ._background import Background
-from ._classify import IDEMPOTENCY_META_KEY
+from ._classify import IDEMPOTENCY_META_KEY, idempotency_key_error
 from ._eras import AUTO, Negotiator, StatelessSession, check_version
 from ._eras._errors import HeaderMismatchError
 from ._eras._input import with_input_rounds
@@ -55,15 +55,19 @@ from ._recovery import (
     end_session,
     new_key,
 )
+from ._results import ToolResult
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._telemetry import note_request_id, traced
 from .errors import (
     ClientClosedError,
+    InvalidRequestError,
+    MCPError,
     ProtocolError,
     RequestTimeoutError,
+    ToolError,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "ClientStats", "ResilientClient"]
+__all__ = ["DEFAULT_TIMEOUT", "ClientStats", "ResilientClient", "ToolResult"]
 
 logger = logging.getLogger("mcp_resilient")
 
@@ -71,6 +75,10 @@ DEFAULT_TIMEOUT = 60.0
 """Default deadline, in seconds, for each call (including the handshake)."""
 
 DEFAULT_MAX_CONNECTIONS = 100
+_ANNOTATION_LEAD_SECONDS = 5.0
+_ANNOTATION_LEAD_SHARE = 0.75
+"""A call whose tool's annotations are unknown looks them up this long before its deadline
+(at most this share of its whole time), so the deadline's verdict can use them."""
 _VERSION = "0.1.0"
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -382,8 +390,14 @@ class ResilientClient:
 
     @property
     def endpoint(self) -> str | None:
-        """The endpoint URL the current session lives on."""
+        """The endpoint calls go to: the session's (handshake era), or in the 2026-07-28
+        era, where each request picks its endpoint, the one that served the last call."""
         return self._recovery.endpoint
+
+    @property
+    def last_endpoint(self) -> str | None:
+        """The endpoint URL that answered the last request (after any retry or failover)."""
+        return self._recovery.last_endpoint
 
     @property
     def protocol_version(self) -> str | None:
@@ -418,11 +432,15 @@ class ResilientClient:
         timeout: float | Literal["default"] | None = "default",
         progress_handler: ProgressHandler | None = None,
         idempotent: bool | None = None,
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
     ) -> ModelT:
+        """One request under one deadline (``deadline``: a caller's, already running)."""
         if self._stack is None:
             self._require_session()
         limit = self.timeout if timeout == "default" else timeout
-        deadline = _deadline(limit)
+        if deadline is None:
+            deadline = _deadline(limit)
         flight = _Flight()
         token = _FLIGHT.set(flight)
         try:
@@ -436,7 +454,7 @@ class ResilientClient:
                         method,
                         params,
                         lambda sent: self._recovery.call(
-                            method, sent, deadline, progress_handler, idempotent
+                            method, sent, deadline, progress_handler, idempotent, retry
                         ),
                         self._handlers,
                     )
@@ -535,32 +553,87 @@ class ResilientClient:
         meta: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
         idempotency_key: str | None = None,
-    ) -> mcp_types.CallToolResult:
-        """Call a tool. A tool-level failure comes back with ``is_error=True``, not raised.
+        retry: RetryPolicy | None = None,
+        raise_on_error: bool = False,
+    ) -> ToolResult:
+        """Call a tool. A tool-level failure comes back with ``is_error=True``, not raised
+        (``raise_on_error=True`` raises it as ``ToolError``).
 
         After an ambiguous failure (sent, answer lost) the call is re-sent only if it is
-        safe: ``idempotent=True``, or (when ``None``) the tool's annotations from the last
-        ``list_tools`` say read-only or idempotent, or the server honours idempotency keys
-        (docs/exactly-once.md). Otherwise ``OutcomeUnknownError``. ``idempotent=False``
-        forbids re-sending after the request went out.
+        safe: ``idempotent=True``, or (when ``None``) the tool's annotations say read-only
+        or idempotent, or the server honours idempotency keys (docs/exactly-once.md).
+        Otherwise ``OutcomeUnknownError``. ``idempotent=False`` forbids re-sending after
+        the request went out. A call still running near its deadline whose tool's
+        annotations are unknown lists them alongside, so a read-only tool's timeout is a
+        plain ``RequestTimeoutError`` even if ``list_tools`` was never called.
 
         Every call carries an idempotency key in ``params._meta``, the same on every
-        re-send; ``idempotency_key`` sets it (e.g. a business operation id), else a random
-        one is made.
+        re-send; ``idempotency_key`` sets it (e.g. a business operation id: 1 to 255
+        visible ASCII characters, else ``InvalidRequestError``), else a random one is made.
+
+        ``retry``: this call's attempts and backoff, instead of the client's policy.
+
+        Returns a ``ToolResult``: the ``mcp_types.CallToolResult``, plus ``data`` (the
+        structured result, unwrapped) and ``endpoint`` (where it ran).
         """
+        if idempotency_key is not None:
+            problem = idempotency_key_error(idempotency_key)
+            if problem is not None:
+                raise InvalidRequestError(
+                    f"idempotency_key rejected before sending: {problem}",
+                    hint="Use an id such as a UUID or 'order-1234'",
+                )
         params: dict[str, Any] = {"name": name, "arguments": dict(arguments or {})}
         params["_meta"] = {**(meta or {}), IDEMPOTENCY_META_KEY: idempotency_key or new_key()}
         limit = self.timeout if timeout == "default" else timeout
         deadline = _deadline(limit)
+        watch = self._watch_annotations(name, deadline) if idempotent is None else None
+        try:
+            result = await self._call_tool(
+                name, params, limit, deadline, progress_handler, idempotent, retry
+            )
+        finally:
+            if watch is not None:
+                watch.set()
+        tool = self._recovery.tools.get(name)
+        answered = ToolResult.of(
+            result,
+            endpoint=self._recovery.last_endpoint,
+            output_schema=tool.output_schema if tool is not None else None,
+        )
+        if raise_on_error and answered.is_error:
+            text = " ".join(
+                block.text for block in answered.content if isinstance(block, mcp_types.TextContent)
+            )
+            raise ToolError(
+                f"tool {name!r} reported an error: {text or 'no detail'}",
+                tool=name,
+                result=answered,
+                endpoint=answered.endpoint,
+            )
+        return answered
+
+    async def _call_tool(
+        self,
+        name: str,
+        params: dict[str, Any],
+        limit: float | None,
+        deadline: float,
+        progress_handler: ProgressHandler | None,
+        idempotent: bool | None,
+        retry: RetryPolicy | None,
+    ) -> mcp_types.CallToolResult:
         for attempt in (1, 2):
             try:
                 return await self._request(
                     "tools/call",
                     params,
                     mcp_types.CallToolResult,
-                    timeout=timeout if attempt == 1 else _remaining(deadline),
+                    timeout=limit,
+                    deadline=deadline,
                     progress_handler=progress_handler,
                     idempotent=idempotent,
+                    retry=retry,
                 )
             except HeaderMismatchError as exc:
                 # The request was refused before it ran. The spec's SHOULD: the tool's
@@ -575,6 +648,39 @@ class ResilientClient:
                 logger.info("tools/call %r: header mismatch, listing tools again", name)
                 await self.list_tools(timeout=_remaining(deadline))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _watch_annotations(self, name: str, deadline: float) -> anyio.Event | None:
+        """Near the deadline, look up ``name``'s annotations if they are still unknown.
+
+        At the deadline the client must say whether the call may have run twice over: a
+        plain timeout (read-only or idempotent) or ``OutcomeUnknownTimeoutError``. That
+        needs the annotations, and there is no time left to list them then. So a call
+        still running close to its deadline lists the tools alongside (within the same
+        deadline); a call that ends sooner costs nothing. Returns the event that stops it.
+        """
+        recovery = self._recovery
+        background = recovery.background
+        if deadline == math.inf or not recovery.trust_annotations or background is None:
+            return None
+        if recovery.tools and time.monotonic() < recovery.tools_fresh_until:
+            return None  # a fresh list, with or without this tool: listing again tells nothing
+        start = anyio.current_time()
+        lead = min(_ANNOTATION_LEAD_SECONDS, _ANNOTATION_LEAD_SHARE * (deadline - start))
+        stop = anyio.Event()
+
+        async def look_up() -> None:
+            with anyio.move_on_after(max(0.0, deadline - lead - anyio.current_time())):
+                await stop.wait()
+                return  # the call ended first
+            if name in recovery.tools and time.monotonic() < recovery.tools_fresh_until:
+                return
+            try:
+                await self.list_tools(timeout=_remaining(deadline))
+            except MCPError as exc:
+                logger.info("could not list tools to read %r's annotations: %s", name, exc)
+
+        background.start_soon(look_up, name="annotations-before-deadline")
+        return stop
 
     async def list_resources(
         self, *, timeout: float | Literal["default"] | None = "default"

@@ -11,6 +11,8 @@ import base64
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .errors import InvalidRequestError
+
 __all__ = [
     "encode_header_value",
     "tool_header_error",
@@ -34,11 +36,13 @@ def valid_session_id(value: str) -> bool:
     return 0 < len(value) <= _MAX_SESSION_ID and all(0x21 <= ord(ch) <= 0x7E for ch in value)
 
 
-def encode_header_value(value: str) -> str:
+def encode_header_value(value: str, *, what: str = "a header value") -> str:
     """The value as it may ride in a header: plain when safe, else the base64 sentinel form.
 
     Plain means printable ASCII (0x20-0x7E), no leading or trailing whitespace, and not
-    itself looking like the sentinel (which would make the server decode it).
+    itself looking like the sentinel (which would make the server decode it). The sentinel
+    form is base64 of the value's UTF-8 (2026-07-28, "Value Encoding"); a string with no
+    UTF-8 form (a lone surrogate) cannot be carried: ``InvalidRequestError`` naming ``what``.
     """
     plain = (
         all(0x20 <= ord(ch) <= 0x7E for ch in value)
@@ -47,7 +51,18 @@ def encode_header_value(value: str) -> str:
     )
     if plain:
         return value
-    encoded = base64.b64encode(value.encode()).decode("ascii")
+    try:
+        utf8 = value.encode()
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start]
+        raise InvalidRequestError(
+            f"{what} contains a lone surrogate (U+{ord(bad):04X} at index {exc.start}), which"
+            " has no UTF-8 form: protocol 2026-07-28 mirrors it into an HTTP header as base64"
+            " of its UTF-8, so it cannot be sent",
+            hint="Pass valid Unicode text (a lone surrogate usually comes from decoding bytes"
+            " with errors='surrogateescape')",
+        ) from None
+    encoded = base64.b64encode(utf8).decode("ascii")
     return f"{_SENTINEL_PREFIX}{encoded}{_SENTINEL_SUFFIX}"
 
 
@@ -128,5 +143,7 @@ def tool_param_headers(
             text = value
         else:
             continue  # not a primitive the spec allows in a header
-        headers[f"Mcp-Param-{name}"] = encode_header_value(text)
+        headers[f"Mcp-Param-{name}"] = encode_header_value(
+            text, what=f"argument {'.'.join(path)!r} (mirrored into header Mcp-Param-{name})"
+        )
     return headers

@@ -183,6 +183,8 @@ class Recovery:
         self.init: mcp_types.InitializeResult | None = None
         self.lost: _Lost | None = None
         self.resume_error: ResumeFailedError | None = None
+        self.last_endpoint: str | None = None
+        """The endpoint that answered the last request (2026-07-28: requests move freely)."""
         self.tools: dict[str, mcp_types.Tool] = {}
         self.tools_fresh_until = float("inf")  # from the list results' ttlMs (2026-07-28)
         self.pool = EndpointPool(endpoints, policy)
@@ -209,7 +211,14 @@ class Recovery:
 
     @property
     def endpoint(self) -> str | None:
-        return self.session.endpoint if self.session else None
+        """Where calls go now: the session's endpoint (handshake era), or the endpoint
+        that served the last request (2026-07-28: each request picks its endpoint)."""
+        session = self.session
+        if session is None:
+            return None
+        if self.last_endpoint is not None and isinstance(session.era, StatelessEra):
+            return self.last_endpoint
+        return session.endpoint
 
     @property
     def session_id(self) -> str | None:
@@ -321,6 +330,7 @@ class Recovery:
             await end_session(session)
             raise
         self.session = session
+        self.last_endpoint = session.endpoint
         if self.listen:
             ready = session.start_listening()
             # Wait (briefly) for the listen stream, so a server that sends requests outside
@@ -528,10 +538,11 @@ class Recovery:
         session_id: str | None,
         *,
         announce: bool = True,
+        policy: RetryPolicy | None = None,
     ) -> float:
         """Wait before the next attempt; ``announce=False`` leaves the ``retry`` event to
         the caller, which emits it once it knows where the retry goes."""
-        policy = self.policy
+        policy = policy or self.policy
         delay = policy.backoff(attempt)
         if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
@@ -569,8 +580,12 @@ class Recovery:
         deadline: float,
         progress_handler: ProgressHandler | None,
         idempotent: bool | None,
+        policy: RetryPolicy | None = None,
     ) -> tuple[dict[str, Any], Session]:
         """One call with retries: classify each failure, re-send only what is safe.
+
+        ``policy``: this call's own attempts and backoff (default: the client's); the
+        retry budget and endpoint health stay the client's.
 
         Once an attempt has left the call in doubt, giving up for any later reason (the
         re-sends refused, attempts or deadline used up) still says "outcome unknown",
@@ -579,7 +594,7 @@ class Recovery:
         doubts: list[tuple[Session, MCPError]] = []
         try:
             return await self._attempts(
-                method, params, deadline, progress_handler, idempotent, doubts
+                method, params, deadline, progress_handler, idempotent, doubts, policy
             )
         except OutcomeUnknownError:
             raise
@@ -596,8 +611,9 @@ class Recovery:
         progress_handler: ProgressHandler | None,
         idempotent: bool | None,
         doubts: list[tuple[Session, MCPError]],
+        call_policy: RetryPolicy | None = None,
     ) -> tuple[dict[str, Any], Session]:
-        policy = self.policy
+        policy = call_policy or self.policy
         attempt = 0
         doubt: tuple[Session, MCPError] | None = None  # the first failure that left it in doubt
         retried: dict[str, Any] | None = None  # the failure a retry follows, not yet reported
@@ -605,12 +621,27 @@ class Recovery:
         while True:
             attempt += 1
             self.stats.attempts += 1
+            failovers = self.stats.failovers
             session = self.routes.route(await self.ensure_session(deadline))
             if retried is not None:
                 # Reported once it has somewhere to go: the endpoint and session it runs on.
                 await self.events.emit(
                     "retry", endpoint=session.endpoint, session_id=session.session_id, **retried
                 )
+                if (
+                    retried["from_endpoint"] != session.endpoint
+                    and self.stats.failovers == failovers  # not already told by a new session
+                    and isinstance(session.era, StatelessEra)
+                ):
+                    # 2026-07-28: no session moves, but the call did: that is a failover.
+                    self.stats.failovers += 1
+                    await self.events.emit(
+                        "failover",
+                        endpoint=session.endpoint,
+                        session_id=session.session_id,
+                        from_endpoint=retried["from_endpoint"],
+                        method=method,
+                    )
                 retried = None
             if self.resume_error is not None:
                 # The state did not move to this session: say so before running anything.
@@ -657,6 +688,7 @@ class Recovery:
                     session.endpoint,
                     session.session_id,
                     announce=False,
+                    policy=policy,
                 )
                 retried = {
                     "method": method,
@@ -670,6 +702,7 @@ class Recovery:
             finally:
                 endpoint.in_flight -= 1
             self.bucket.on_success()
+            self.last_endpoint = session.endpoint
             if self.pool.record_success(endpoint):
                 await self.events.emit("endpoint_up", endpoint=endpoint.url)
             return raw, session
@@ -875,9 +908,10 @@ class Recovery:
         if confirmed is not None:
             # The server's idempotency ledger: it started under this call's key, its runner
             # stopped before recording a result, and it was not run again.
+            # Said once, here; the server's own text stays on the ServerError (__cause__).
             message = (
-                f": the server confirms it started and never finished ({confirmed.message});"
-                " it was not run again"
+                ": the server's idempotency ledger confirms it started under this call's key"
+                f" and never finished (error {LEDGER_STARTED_NOT_FINISHED}); it was not run again"
             )
             stage = "started on the server, never finished (confirmed by its ledger)"
         else:

@@ -5,6 +5,10 @@ The async client runs on an event loop of its own in a portal thread
 thread at once, and from a thread that already runs an event loop (a Jupyter cell), where
 ``asyncio.run`` would fail. Deadlines and errors are the async client's own: each call
 runs there, under its deadline, and re-raises the same typed exception here.
+
+A client left open when the interpreter exits closes itself first (bounded), from a hook
+that runs before Python joins its worker threads: otherwise the join would wait forever
+on the portal thread, whose loop never ends.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import inspect
+import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -21,11 +27,78 @@ from typing import Any, Literal, TypeVar
 import mcp_types
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from ._client import ClientStats, ResilientClient
+from ._client import ClientStats, ResilientClient, ToolResult
 from ._handlers import ProgressHandler
+from ._policy import RetryPolicy
 from .errors import ClientClosedError
 
 __all__ = ["SyncResilientClient"]
+
+logger = logging.getLogger("mcp_resilient")
+
+_CLOSE_SECONDS = 20.0
+"""Bound on ``close()``: the async close is bounded itself; past this, the loop is stopped."""
+_EXIT_CLOSE_SECONDS = 5.0
+"""Bound on closing each client still open at interpreter exit."""
+
+_OPEN: set[weakref.finalize[Any, Any]] = set()
+"""The finalizers of the clients open now; the exit hook runs those still here."""
+_exit_hook = threading.Lock()
+_exit_hook_registered = False
+
+
+def _shut(
+    cm: AbstractContextManager[BlockingPortal],
+    portal: BlockingPortal,
+    client: ResilientClient,
+    bound: float,
+) -> None:
+    """Close the async client on its portal within ``bound`` seconds, then stop the portal."""
+    try:
+        closing = portal.start_task_soon(client.aclose)
+    except RuntimeError as exc:
+        # The portal stopped already, or this runs on its own thread (collected there):
+        # waiting for it here could never end.
+        logger.debug("not closing the client from here: %s", exc)
+        return
+    try:
+        closing.result(timeout=bound)
+    except concurrent.futures.TimeoutError:
+        logger.warning("closing the client took over %g s; stopping its event loop", bound)
+    except Exception as exc:  # closing must go on: the portal thread has to stop
+        logger.debug("closing the client failed: %s", exc)
+    finally:
+        # Calls still in flight are cancelled; they raise ClientClosedError (see _run).
+        with contextlib.suppress(RuntimeError):  # already stopped
+            portal.call(portal.stop, True)
+        cm.__exit__(None, None, None)
+
+
+def _close_all_at_exit() -> None:
+    """Interpreter exit: close the clients nobody closed (each bounded), never hang."""
+    for finalizer in list(_OPEN):
+        _OPEN.discard(finalizer)
+        info = finalizer.detach()  # None: closed meanwhile
+        if info is not None:
+            cm, portal, client, _ = info[2]
+            _shut(cm, portal, client, _EXIT_CLOSE_SECONDS)
+
+
+def _register_exit_hook() -> None:
+    """Once per process. ``threading._register_atexit`` runs before the worker threads are
+    joined (``atexit`` runs after that join, too late to stop the portal's loop)."""
+    global _exit_hook_registered
+    with _exit_hook:
+        if _exit_hook_registered:
+            return
+        register = getattr(threading, "_register_atexit", None)
+        if register is None:  # pragma: no cover  (CPython has it since 3.9)
+            import atexit
+
+            register = atexit.register
+        register(_close_all_at_exit)
+        _exit_hook_registered = True
+
 
 T = TypeVar("T")
 Timeout = float | Literal["default"] | None
@@ -69,6 +142,7 @@ class SyncResilientClient:
         self._lock = threading.Lock()
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
 
     @property
@@ -93,22 +167,27 @@ class SyncResilientClient:
                 cm.__exit__(type(exc), exc, exc.__traceback__)
                 raise
             self._portal_cm, self._portal = cm, portal
+            # Closed when garbage-collected or at interpreter exit, if nobody closes it.
+            # The finalizer holds the portal and the async client, never this object.
+            finalizer = weakref.finalize(self, _shut, cm, portal, self._client, _CLOSE_SECONDS)
+            finalizer.atexit = False  # the exit hook does it, earlier (see _register_exit_hook)
+            self._finalizer = finalizer
+            _OPEN.add(finalizer)
+            _register_exit_hook()
         return self
 
     def close(self) -> None:
-        """End the session (DELETE), stop the portal thread. Any thread; safe to call twice."""
+        """End the session (DELETE), stop the portal thread. Any thread; safe to call twice.
+
+        Bounded: past ``_CLOSE_SECONDS`` the portal's loop is stopped anyway. A client
+        never closed is closed when collected, or at interpreter exit.
+        """
         with self._lock:
-            cm, portal = self._portal_cm, self._portal
+            finalizer, self._finalizer = self._finalizer, None
             self._portal_cm, self._portal, self._closed = None, None, True
-        if cm is None or portal is None:
-            return
-        try:
-            portal.call(self._client.aclose)
-        finally:
-            # Calls still in flight are cancelled; they raise ClientClosedError (see _run).
-            with contextlib.suppress(RuntimeError):  # already stopped
-                portal.call(portal.stop, True)
-            cm.__exit__(None, None, None)
+        if finalizer is not None:
+            _OPEN.discard(finalizer)
+            finalizer()  # runs _shut once
 
     def __enter__(self) -> SyncResilientClient:
         return self.open()
@@ -157,8 +236,13 @@ class SyncResilientClient:
 
     @property
     def endpoint(self) -> str | None:
-        """The endpoint URL the current session lives on."""
+        """The endpoint calls go to (2026-07-28: the one that served the last call)."""
         return self._client.endpoint
+
+    @property
+    def last_endpoint(self) -> str | None:
+        """The endpoint URL that answered the last request (after any retry or failover)."""
+        return self._client.last_endpoint
 
     @property
     def protocol_version(self) -> str | None:
@@ -205,10 +289,14 @@ class SyncResilientClient:
         meta: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
         idempotency_key: str | None = None,
-    ) -> mcp_types.CallToolResult:
+        retry: RetryPolicy | None = None,
+        raise_on_error: bool = False,
+    ) -> ToolResult:
         """Call a tool; re-sent after an ambiguous failure only when safe (as the async client).
 
         ``progress_handler`` may be a plain function here (it runs on the portal thread).
+        ``retry``: this call's own attempts and backoff; ``raise_on_error``: a tool error
+        raises ``ToolError``. The result's ``data`` is the structured result, unwrapped.
         """
         return self._run(
             self._client.call_tool,
@@ -219,6 +307,8 @@ class SyncResilientClient:
             meta=meta,
             idempotent=idempotent,
             idempotency_key=idempotency_key,
+            retry=retry,
+            raise_on_error=raise_on_error,
         )
 
     def list_resources(self, *, timeout: Timeout = "default") -> list[mcp_types.Resource]:

@@ -19,6 +19,10 @@ helps, what the caller can do about it. The tree is shallow on purpose:
   - ``UnsupportedProtocolVersionError``: the server picked a version we do not speak.
   - ``ResumeFailedError``: a new session was made, but the old state did not move.
   - ``ClientClosedError``: the client was used outside ``async with`` or after close.
+  - ``InvalidRequestError``: the call cannot be sent as given (also a ``ValueError``);
+    checked before anything goes out.
+  - ``ToolError``: the tool answered ``isError`` and the call asked for
+    ``raise_on_error=True``.
   - ``AuthError``: OAuth failed (discovery, registration, authorization, token); the
     subclasses live in ``mcp_resilient.auth``.
 """
@@ -33,6 +37,7 @@ __all__ = [
     "ConnectError",
     "EventTooLargeError",
     "HTTPStatusError",
+    "InvalidRequestError",
     "MCPError",
     "OutcomeUnknownError",
     "OutcomeUnknownTimeoutError",
@@ -42,6 +47,7 @@ __all__ = [
     "ServerError",
     "SessionExpiredError",
     "StreamEndedError",
+    "ToolError",
     "TransportError",
     "UnsupportedProtocolVersionError",
 ]
@@ -178,6 +184,36 @@ class UnsupportedProtocolVersionError(MCPError):
 
 class ClientClosedError(MCPError):
     """The client is not open: use it inside ``async with ResilientClient(...)``."""
+
+
+class InvalidRequestError(MCPError, ValueError):
+    """The call cannot be sent as given; nothing went out. The message names the rule.
+
+    Also a ``ValueError``, as a bad argument is. Raised for an idempotency key outside the
+    extension's rule, or (2026-07-28 era) a name or header-mirrored argument with no UTF-8
+    form (a lone surrogate), which the spec's header encoding cannot carry.
+    """
+
+
+class ToolError(MCPError):
+    """The tool ran and reported a failure (``isError``), and the call asked to raise it.
+
+    Raised only with ``call_tool(..., raise_on_error=True)``; ``result`` is the tool's
+    answer, ``tool`` its name. The message is the tool's own text.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tool: str,
+        result: Any,
+        endpoint: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.tool = tool
+        self.result = result
+        super().__init__(message, endpoint=endpoint, session_id=session_id)
 
 
 class OutcomeUnknownError(TransportError):

@@ -11,9 +11,11 @@ URL), so the next connection probes again.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
+import anyio
 import mcp_types
 
 from .._exchange import Session
@@ -42,6 +44,18 @@ SessionFactory = Callable[[type[Session], Era], Session]
 """Builds a session of the given class for one endpoint, speaking the given era."""
 
 _UNSET: Any = object()
+
+DISCOVER_SECONDS = 5.0
+DISCOVER_SHARE = 0.25
+"""``auto``'s first ``server/discover`` to an endpoint gets at most this long (and at most
+this share of what is left of the open's deadline). A server that never answers it is
+taken for a handshake-era one: the rest of the deadline goes to ``initialize``."""
+
+
+def discover_bound() -> float:
+    """Seconds the probe may take, from the deadline of the scope it runs in."""
+    left = anyio.current_effective_deadline() - anyio.current_time()
+    return DISCOVER_SECONDS if math.isinf(left) else min(DISCOVER_SECONDS, DISCOVER_SHARE * left)
 
 
 def check_version(mode: str) -> None:
@@ -110,19 +124,30 @@ class Negotiator:
         guess = self.guess(url)
         before = self._forgotten.pop(url, _UNSET)
         if guess != "handshake":
-            try:
-                session, result = await self._stateless(
-                    url, new_session, renegotiate=before != "stateless"
-                )
-            except LegacyServerError as exc:
-                logger.info(
-                    "%s does not speak protocol 2026-07-28 (%s); using the handshake",
-                    url,
-                    exc.message,
-                )
-            else:
+            # A probe (nothing known of this URL yet) is bounded on its own: a server that
+            # never answers server/discover must not use up the whole open.
+            bound = discover_bound() if url not in self.known else math.inf
+            opened: tuple[Session, mcp_types.InitializeResult] | None = None
+            with anyio.move_on_after(bound) as probe:
+                try:
+                    opened = await self._stateless(
+                        url, new_session, renegotiate=before != "stateless"
+                    )
+                except LegacyServerError as exc:
+                    logger.info(
+                        "%s does not speak protocol 2026-07-28 (%s); using the handshake",
+                        url,
+                        exc.message,
+                    )
+            if opened is not None:
                 self.known[url] = "stateless"
-                return session, result
+                return opened
+            if probe.cancelled_caught:
+                logger.info(
+                    "%s did not answer server/discover within %.2g s; using the handshake",
+                    url,
+                    bound,
+                )
             self.known[url] = "handshake"
         try:
             return await self._handshake(

@@ -116,7 +116,9 @@ class StatelessEra:
         field_name = _NAMED_BY.get(method)
         value = params.get(field_name) if params is not None and field_name else None
         if isinstance(value, str):
-            headers["Mcp-Name"] = encode_header_value(value)
+            headers["Mcp-Name"] = encode_header_value(
+                value, what=f"the {field_name} of this {method} (mirrored into header Mcp-Name)"
+            )
         if method == "tools/call" and params is not None and isinstance(value, str):
             tool = self.settings.tool(value)
             arguments = params.get("arguments")

@@ -20,12 +20,11 @@ Endpoints = str | Sequence[str] | ResilientClient
 def failure_text(exc: MCPError) -> str:
     """The tool failure an agent sees. For an unknown outcome: it may have happened."""
     if isinstance(exc, OutcomeUnknownError):
-        what = f"tool {exc.tool!r}" if exc.tool else exc.method or "the request"
+        # The client's message already says what happened (sent, lost, re-sent with its
+        # key, confirmed by the server...): add only what the agent should do about it.
         return (
-            f"The call to {what} may have run: it was sent, but the connection was lost"
-            f" before its answer came back ({exc.message}). It was NOT retried, because"
-            " running it twice may not be safe. Check whether it took effect before"
-            " calling it again."
+            f"The call may have run on the server: {exc.message}. Check whether it took"
+            " effect before calling it again; running it a second time may not be safe."
         )
     return f"The MCP call failed: {exc}"
 

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "_events": FOUNDATION,
     "_background": FOUNDATION,
     "_handlers": FOUNDATION,
+    "_results": FOUNDATION,
     "_sse": WIRE,
     "_transports": WIRE,
     "_exchange": EXCHANGE,
