@@ -294,7 +294,7 @@ class ServerProcess:
     def restart(self, timeout: float = 60.0, *, graceful: bool = False) -> Self:
         """Stop (SIGKILL, or SIGTERM when ``graceful``) and start again on the same port."""
         if graceful:
-            self.terminate()
+            self.terminate(timeout)  # a draining server exits once its calls are done
         else:
             self.kill()
         return self.start_healthy(timeout)
