@@ -20,6 +20,9 @@ from tests.rig import RedisProcess, ServerCluster, ServerProcess, redis_server_p
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 CLUSTER_SIZE = 3
+CLUSTER_START_TIMEOUT = 120.0
+"""A bound, not a target: three servers importing FastMCP at once on a loaded 2-core
+machine can take a minute to answer their first health check."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -161,7 +164,7 @@ def running_cluster(
 ) -> Generator[ServerCluster, None, None]:
     """Start a cluster for a fixture to ``yield from``: logs dumped on failure, always stopped."""
     cluster = ServerCluster(size, env=env, prefix=prefix, log_dir=tmp_path / "logs")
-    cluster.start()
+    cluster.start(CLUSTER_START_TIMEOUT)
     try:
         yield cluster
     finally:
