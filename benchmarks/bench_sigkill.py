@@ -89,7 +89,7 @@ async def one_trial(cluster: ServerCluster, era: str, kind: str) -> float:
             )
     elif isinstance(value, Exception) or not (value.meta or {}).get(REPLAYED):
         raise RuntimeError(f"after-record kill: expected a replayed result, got {value!r}")
-    await anyio.to_thread.run_sync(victim.restart)
+    await anyio.to_thread.run_sync(lambda: victim.restart(120))
     return float(outcome["at"] - killed)
 
 
@@ -112,7 +112,7 @@ async def measure(trials: int, era: str, log_dir: Path) -> dict[str, Any]:
     cluster = ServerCluster(3, env=env, prefix="node", log_dir=log_dir)
     samples: dict[str, list[float]] = {"mid-tool": [], "after-record": []}
     try:
-        cluster.start()
+        cluster.start(120)  # a bound: a loaded machine boots three servers slowly
         for i in range(trials):
             kind = "mid-tool" if i % 2 == 0 else "after-record"
             samples[kind].append(await one_trial(cluster, era, kind))

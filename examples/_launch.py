@@ -340,8 +340,11 @@ class ServerCluster:
     def urls(self) -> list[str]:
         return [s.url for s in self.servers]
 
-    def start(self, timeout: float = 30.0) -> Self:
-        """Spawn all, then wait for all (they boot in parallel); on failure stop all."""
+    def start(self, timeout: float = 120.0) -> Self:
+        """Spawn all, then wait for all (they boot in parallel); on failure stop all.
+
+        ``timeout`` is a bound, not a target: on a loaded 2-core machine three processes
+        importing FastMCP at once can take a minute to answer their first health check."""
         try:
             for server in self.servers:
                 server.start()
