@@ -79,8 +79,10 @@ async def one_trial(cluster: ServerCluster, era: str, kind: str) -> float:
                 victim = next(s for s in cluster if s.instance == instance)
                 killed = time.perf_counter()
                 victim.kill()
-    survivor = next(s for s in cluster if s is not victim)
-    await open_gate(survivor, gate)
+                # The gate lives in the shared store: open it, as an operator would not
+                # need to, so nothing that might run again is left waiting on it.
+                survivor = next(s for s in cluster if s is not victim)
+                await open_gate(survivor, gate)
     value = outcome["value"]
     if kind == "mid-tool":
         if not (isinstance(value, OutcomeUnknownError) and "never finished" in str(value)):
