@@ -44,7 +44,7 @@ def ended_server(tmp_path_factory: pytest.TempPathFactory) -> Generator[ServerPr
     server = ServerProcess(
         instance="ended", module="tests.servers.ended_server", log_path=logs / "ended.log"
     )
-    server.start_healthy(90)
+    server.start_healthy(120)
     try:
         yield server
     finally:
@@ -58,9 +58,9 @@ async def test_answer_that_ends_early_is_in_doubt(
 ) -> None:
     read_id, write_id = uuid.uuid4().hex, uuid.uuid4().hex
     async with ResilientClient(
-        ended_server.url, protocol_version=ERAS[era], retry=FAST, timeout=30, listen=False
+        ended_server.url, protocol_version=ERAS[era], retry=FAST, timeout=120, listen=False
     ) as client:
-        with anyio.fail_after(60):
+        with anyio.fail_after(240):
             read = await client.call_tool(
                 "add", {"a": 2, "b": 3, "call_id": read_id, "end_as": framing}
             )
