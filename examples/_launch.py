@@ -294,7 +294,7 @@ class ServerProcess:
     def restart(self, timeout: float = 60.0, *, graceful: bool = False) -> Self:
         """Stop (SIGKILL, or SIGTERM when ``graceful``) and start again on the same port."""
         if graceful:
-            self.terminate()
+            self.terminate(timeout)  # a draining server exits once its calls are done
         else:
             self.kill()
         return self.start_healthy(timeout)
@@ -340,8 +340,11 @@ class ServerCluster:
     def urls(self) -> list[str]:
         return [s.url for s in self.servers]
 
-    def start(self, timeout: float = 30.0) -> Self:
-        """Spawn all, then wait for all (they boot in parallel); on failure stop all."""
+    def start(self, timeout: float = 120.0) -> Self:
+        """Spawn all, then wait for all (they boot in parallel); on failure stop all.
+
+        ``timeout`` is a bound, not a target: on a loaded 2-core machine three processes
+        importing FastMCP at once can take a minute to answer their first health check."""
         try:
             for server in self.servers:
                 server.start()

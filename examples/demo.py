@@ -1,7 +1,8 @@
 """Demo: three example MCP servers sharing state, and one resilient client talking to them.
 
 The servers are built on the server kit (``mcp_resilient.server``): a non-idempotent
-``increment`` caught in flight by a SIGKILL completes exactly once, with no error.
+``increment`` caught in flight by a SIGKILL completes exactly once, with no error; one
+caught by a SIGTERM (a deploy) finishes on the draining replica before it exits.
 
     python -m examples.demo [--servers 3]
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 
 from examples._launch import ServerCluster, ServerProcess
@@ -111,11 +113,54 @@ async def run(cluster: ServerCluster) -> None:
         counter = await client.call_tool("get_counter")
         if counter.structured_content != {"result": 4}:
             raise RuntimeError(f"the counter is {counter.structured_content}, not 4")
+        await graceful_restart(cluster, client)
         stats = client.stats
         print(
             f"stats: {stats.attempts} attempts, {stats.retries} retries,"
             f" {stats.failovers} failovers, {stats.resumes} resumes"
         )
+
+
+async def graceful_restart(cluster: ServerCluster, client: ResilientClient) -> None:
+    """A deploy: SIGTERM the replica running a call. It drains (``mcp_resilient.server.serve``):
+    health fails at once, the call in flight finishes and answers, then the process exits."""
+    victim = next(server for server in cluster if server.url == client.endpoint)
+    call_id, gate = uuid.uuid4().hex, uuid.uuid4().hex
+    print(f"\nincrement in flight on {victim.instance}; SIGTERM (a deploy) while it runs...")
+    outcome: dict[str, Any] = {}
+    retries = client.stats.retries
+
+    async def in_flight() -> None:
+        outcome["result"] = await client.call_tool(
+            "increment", {"by": 1, "call_id": call_id, "gate": gate}
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(in_flight)
+        await until(lambda: gate_state(victim, gate, "waiting"), "the increment is running")
+        os.kill(victim.pid, signal.SIGTERM)
+        await until(lambda: health_status(victim, 503), "/health answers 503 (draining)")
+        print(f"  {victim.instance} is draining: /health 503, new requests refused with 503")
+        await open_gate(victim, gate)
+    result = outcome["result"]
+    await until(lambda: exited(victim), f"{victim.instance} exits once drained")
+    print(
+        f"increment -> {result.structured_content} (answered by the draining replica, no"
+        f" retry: {client.stats.retries == retries}); {victim.instance} exited"
+    )
+    if result.is_error or client.stats.retries != retries:
+        raise RuntimeError("the call in flight did not finish cleanly on the draining replica")
+    await anyio.to_thread.run_sync(victim.start_healthy)
+    print(f"  {victim.instance} is back: {victim.url} (pid {victim.pid})")
+
+
+async def health_status(server: ServerProcess, status: int) -> bool:
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+        return (await http.get(server.health_url)).status_code == status
+
+
+async def exited(server: ServerProcess) -> bool:
+    return not server.running
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:

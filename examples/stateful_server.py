@@ -52,7 +52,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from examples.state import ExampleState, store_from_env
-from mcp_resilient.server import Resilience, SessionState, Store, add_resilience
+from mcp_resilient.server import Resilience, SessionState, Store, add_resilience, serve
 
 EventStoreMode = Literal["auto", "memory", "redis", "none"]
 LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
@@ -88,6 +88,8 @@ class ServerConfig:
     json_response: bool = False
     idempotency: bool = True
     ledger_lease: float = 3.0
+    drain_timeout: float | None = 30.0
+    """Graceful drain on SIGTERM (``MCP_DRAIN_TIMEOUT``; ``MCP_DRAIN=0``: none)."""
 
     @classmethod
     def from_env(
@@ -105,6 +107,11 @@ class ServerConfig:
             json_response=env.get("MCP_JSON_RESPONSE", "") in ("1", "true", "yes"),
             idempotency=env.get("MCP_IDEMPOTENCY", "1") not in ("0", "false", "no"),
             ledger_lease=float(env.get("MCP_LEDGER_LEASE", "3")),
+            drain_timeout=(
+                float(env.get("MCP_DRAIN_TIMEOUT", "30"))
+                if env.get("MCP_DRAIN", "1") not in ("0", "false", "no")
+                else None
+            ),
         )
 
 
@@ -206,6 +213,7 @@ def create_server(config: ServerConfig, store: Store) -> tuple[FastMCP, Resilien
         lease=config.ledger_lease,
         retry_interval=config.retry_ms,
         resume_summary=carried_over,
+        drain_timeout=config.drain_timeout,
         health_info=lambda: {
             "instance": config.instance,
             "pid": os.getpid(),
@@ -443,7 +451,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         await app_state.open_gate(name)
         return JSONResponse({"gate": name, "open": True})
 
-    return mcp.http_app(
+    app = mcp.http_app(
         path="/mcp",
         transport="http",
         json_response=config.json_response,
@@ -454,6 +462,8 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         allowed_hosts=ALLOWED_HOSTS,
         allowed_origins=ALLOWED_ORIGINS,
     )
+    app.state.drain = kit.drain  # for main(): serve() drains on SIGTERM
+    return app
 
 
 def app_factory() -> Starlette:
@@ -511,6 +521,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
+    drain = app.state.drain
+    if drain is not None:
+        # SIGTERM: /health fails, new requests get 503, in-flight calls finish, then exit.
+        serve(
+            app,
+            drain,
+            host=host,
+            port=port,
+            sockets=sockets,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=2,
+            proxy_headers=False,
+        )
+        return
     server = uvicorn.Server(
         uvicorn.Config(
             app,

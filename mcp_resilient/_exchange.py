@@ -30,7 +30,7 @@ from ._background import Background
 from ._events import EventSink
 from ._handlers import Handlers, ProgressHandler, ServerRequestError, call_progress
 from ._headers import valid_session_id
-from ._transports import HTTPWire, StreamCursor
+from ._transports import HTTPWire, StreamCursor, ended_without_answer
 from .errors import (
     ConnectError,
     HTTPStatusError,
@@ -244,8 +244,10 @@ class Session:
             session_id=self.session_id,
             cursor=cursor,
         )
+        received = 0
         try:
             async for incoming in stream:
+                received += 1
                 await self.dispatch(incoming)
                 if pending.message is not None:
                     if cursor.events:
@@ -270,8 +272,15 @@ class Session:
         if pending.message is not None:
             return
         if cursor.events == 0:
-            raise ProtocolError(
-                f"the answer to {method} (id {message['id']}) does not carry its response",
+            if received:  # a JSON body that is some other message: a broken answer
+                raise ProtocolError(
+                    f"the answer to {method} (id {message['id']}) does not carry its response",
+                    endpoint=self.endpoint,
+                    session_id=self.session_id,
+                )
+            # An SSE answer with no event (or an empty body): nothing to resume from.
+            raise ended_without_answer(
+                f"the answer to {method} (id {message['id']})",
                 endpoint=self.endpoint,
                 session_id=self.session_id,
             )

@@ -11,7 +11,7 @@ helps, what the caller can do about it. The tree is shallow on purpose:
       - ``SessionExpiredError``: 404 on a request that carried a session id.
     - ``ProtocolError``: the server sent something that breaks the protocol.
       - ``EventTooLargeError``: an SSE event exceeded the configured cap.
-    - ``StreamEndedError``: an SSE answer ended before its response.
+    - ``StreamEndedError``: an answer (SSE or JSON) ended before its response.
     - ``RequestTimeoutError``: the caller's deadline passed (also a ``TimeoutError``).
     - ``OutcomeUnknownError``: sent, then lost; not safe to re-send.
       - ``OutcomeUnknownTimeoutError``: sent, then the deadline passed (also a
@@ -155,7 +155,10 @@ class EventTooLargeError(ProtocolError):
 
 
 class StreamEndedError(TransportError):
-    """An SSE stream ended before it carried the response to the request."""
+    """An answer ended before it carried the response to the request: an SSE stream with
+    no (or no more) events, a JSON body that is empty or cut short, a 200 with no body.
+
+    The request reached the server, so it may have run: in doubt, like a cut connection."""
 
 
 class RequestTimeoutError(TransportError, TimeoutError):

@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
-# Set up a development environment in .venv: the package (editable) with the extras named
-# in $1 (default: dev). Idempotent and quiet when everything is already there.
+# Set up a development environment: the package (editable) with the extras named in $1
+# (default: dev). Idempotent and quiet when everything is already there.
+#
+# Locked by default: into .venv, with constraints/dev.txt (scripts/lock.sh writes it), so
+# a fresh machine gets exactly the versions CI tested. With LATEST=1: into .venv-latest,
+# the newest releases allowed by pyproject.toml (no constraints, --upgrade), leaving the
+# locked .venv as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-dev}"
 python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
+if [ "${LATEST:-0}" = 1 ]; then
+    venv=.venv-latest
+    pins=()
+    upgrade=(--upgrade --upgrade-strategy eager)
+else
+    venv=.venv
+    pins=()
+    [ -f constraints/dev.txt ] && pins=(-c constraints/dev.txt)
+    upgrade=()
 fi
-stamp=".venv/.installed-$extras"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[$extras]"
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+stamp="$venv/.installed-$extras"
+if [ "${LATEST:-0}" = 1 ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+    || { [ -f constraints/dev.txt ] && [ constraints/dev.txt -nt "$stamp" ]; }; then
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet "${upgrade[@]}" "${pins[@]}" -e ".[$extras]"
     touch "$stamp"
 fi

@@ -2,8 +2,18 @@
 # The test command: installs what the tests need (Debian haproxy and redis-server, a local
 # Node 22 with the MCP conformance suite, the Python dev extras), then runs the checks
 # (ruff, mypy strict, mkdocs --strict) and the whole pytest suite. Extra arguments go to pytest.
+#
+# Python packages come from the lock (constraints/dev.txt) into .venv: what CI tested.
+# `bash scripts/test.sh --latest` runs the same checks and suite against the newest
+# releases pyproject.toml allows, in .venv-latest (the locked .venv is left alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+venv=.venv
+if [ "${1:-}" = "--latest" ]; then
+    shift
+    export LATEST=1
+    venv=.venv-latest
+fi
 
 if ! command -v haproxy >/dev/null || ! command -v redis-server >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
@@ -18,12 +28,12 @@ bash scripts/setup.sh dev
 bash scripts/install-node22.sh >/dev/null
 
 echo "== ruff"
-.venv/bin/ruff check mcp_resilient tests examples benchmarks
-.venv/bin/ruff format --check mcp_resilient tests examples benchmarks
+"$venv"/bin/ruff check mcp_resilient tests examples benchmarks
+"$venv"/bin/ruff format --check mcp_resilient tests examples benchmarks
 echo "== mypy (strict)"
-.venv/bin/mypy
+"$venv"/bin/mypy
 echo "== mkdocs build --strict"
 export NO_MKDOCS_2_WARNING=1
-.venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)"
+"$venv"/bin/mkdocs build --strict --site-dir "$(mktemp -d)"
 echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+exec "$venv"/bin/python -m pytest "$@"

@@ -26,6 +26,7 @@ from ..errors import (
     HTTPStatusError,
     ProtocolError,
     SessionExpiredError,
+    StreamEndedError,
     TransportError,
 )
 from ._bounded import ACCEPT_ENCODING
@@ -33,7 +34,14 @@ from ._bounded import MAX_CODINGS as _MAX_CODINGS
 from ._bounded import Inflater as _Inflater
 from ._bounded import inflate as _inflate
 
-__all__ = ["POST_ACCEPT", "SSE_ACCEPT", "HTTPWire", "SeenIds", "StreamCursor"]
+__all__ = [
+    "POST_ACCEPT",
+    "SSE_ACCEPT",
+    "HTTPWire",
+    "SeenIds",
+    "StreamCursor",
+    "ended_without_answer",
+]
 
 logger = logging.getLogger("mcp_resilient.wire")
 
@@ -114,10 +122,41 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, seconds)
 
 
-def _decode_message(raw: str | bytes, *, endpoint: str, session_id: str | None) -> dict[str, Any]:
+def ended_without_answer(what: str, *, endpoint: str, session_id: str | None) -> StreamEndedError:
+    """An answer that ended before its response: the request went out, so it may have run.
+
+    In doubt, like a cut connection (a server shutting down ends open answers cleanly),
+    never a protocol error; the recovery layer decides whether to re-send.
+    """
+    return StreamEndedError(
+        f"{what} ended without its response: the server accepted the request and then went"
+        " away, so it may have run",
+        endpoint=endpoint,
+        session_id=session_id,
+    )
+
+
+def _cut_short(exc: ValueError) -> bool:
+    """A JSON parse that failed at the end of the input: the body was cut, not malformed."""
+    if not isinstance(exc, json.JSONDecodeError):
+        return False
+    return exc.pos >= len(exc.doc.rstrip()) or exc.msg.startswith("Unterminated string")
+
+
+def _decode_message(
+    raw: str | bytes, *, endpoint: str, session_id: str | None, whole_body: bool = False
+) -> dict[str, Any]:
+    """One JSON-RPC message. ``whole_body``: ``raw`` is a JSON answer's body, so an empty
+    or cut-short one is an answer that ended early (an SSE event's data is whole)."""
     try:
         message = json.loads(raw)
     except ValueError as exc:
+        if whole_body and _cut_short(exc):
+            raise ended_without_answer(
+                f"the JSON answer ({len(raw)} bytes, cut short)",
+                endpoint=endpoint,
+                session_id=session_id,
+            ) from None
         raise ProtocolError(
             f"server sent malformed JSON ({exc.__class__.__name__}: {exc})",
             endpoint=endpoint,
@@ -238,8 +277,14 @@ class HTTPWire:
                     yield incoming
             elif content_type.startswith(_JSON_CONTENT_TYPE):
                 raw = await self._read_capped(response, session_id)
-                yield _decode_message(raw, endpoint=self.url, session_id=session_id)
+                yield _decode_message(
+                    raw, endpoint=self.url, session_id=session_id, whole_body=True
+                )
             else:
+                if not (await self._read_capped(response, session_id)).strip():
+                    raise ended_without_answer(
+                        "a 200 answer with no body", endpoint=self.url, session_id=session_id
+                    )
                 raise ProtocolError(
                     f"server answered with content type {content_type or 'none'!r};"
                     " expected application/json or text/event-stream",

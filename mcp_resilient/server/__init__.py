@@ -22,6 +22,7 @@ from .._classify import (
     LEDGER_STARTED_NOT_FINISHED,
     LEDGER_UNAVAILABLE,
 )
+from ._drain import DEFAULT_DRAIN_TIMEOUT, Drain, DrainMiddleware, serve
 from ._kit import (
     DEFAULT_SESSION_TTL,
     REPLAYED_META_KEY,
@@ -37,6 +38,7 @@ from ._redis import RedisStore
 from ._store import LedgerRecord, SQLiteStore, Store, StoreError
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_LEASE",
     "DEFAULT_RESULT_TTL",
     "DEFAULT_SESSION_TTL",
@@ -48,6 +50,8 @@ __all__ = [
     "LEDGER_STARTED_NOT_FINISHED",
     "LEDGER_UNAVAILABLE",
     "REPLAYED_META_KEY",
+    "Drain",
+    "DrainMiddleware",
     "IdempotencyMiddleware",
     "Ledger",
     "LedgerError",
@@ -60,5 +64,6 @@ __all__ = [
     "StoreError",
     "add_resilience",
     "default_principal",
+    "serve",
     "session_state",
 ]

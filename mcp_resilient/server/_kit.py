@@ -31,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .._classify import IDEMPOTENCY_CAPABILITY, IDEMPOTENCY_META_KEY
+from ._drain import DEFAULT_DRAIN_TIMEOUT, Drain
+from ._drain import attach as attach_drain
 from ._ledger import DEFAULT_LEASE, DEFAULT_RESULT_TTL, DEFAULT_WAIT, Ledger, fingerprint
 from ._store import Store, StoreError
 
@@ -294,6 +296,8 @@ class Resilience:
     session_ttl: float | None
     principal: Principal
     _owned: set[str] = field(default_factory=set)
+    drain: Drain | None = None
+    """SIGTERM handling (``add_resilience(drain_timeout=...)``); hand it to ``serve``."""
 
     def state(self, ctx: Context) -> SessionState:
         """This request's session state (``mcp:session:{ctx.session_id}:...``)."""
@@ -343,6 +347,7 @@ def add_resilience(
     health_info: Callable[[], Mapping[str, Any]] | None = None,
     retry_interval: int | None = 1000,
     resume_summary: ResumeSummary | None = None,
+    drain_timeout: float | None = DEFAULT_DRAIN_TIMEOUT,
 ) -> Resilience:
     """Make ``mcp`` a replica that clients can fail over to without losing or repeating work.
 
@@ -363,6 +368,9 @@ def add_resilience(
         retry_interval: SSE ``retry:`` hint (ms) when the event store is on.
         resume_summary: Extra fields for ``resume_session``'s answer, read from the new
             session's state after the copy (e.g. what was carried over).
+        drain_timeout: Graceful drain (``kit.drain``; run the app with
+            ``mcp_resilient.server.serve``): after SIGTERM, in-flight calls get this many
+            seconds to finish. ``None``: no drain.
     """
     ledger: Ledger | None = None
     if idempotency:
@@ -393,6 +401,9 @@ def add_resilience(
         _add_resume_tool(mcp, kit, name, resume_summary)
     if health_route:
         _add_health(mcp, kit, health_route, health_info)
+    if drain_timeout is not None:
+        kit.drain = Drain(drain_timeout=drain_timeout, health_path=health_route or None)
+        attach_drain(mcp, kit.drain)
     if events is not None:
         _default_event_store(mcp, events, retry_interval)
     return kit

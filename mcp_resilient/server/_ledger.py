@@ -31,8 +31,11 @@ __all__ = ["DEFAULT_LEASE", "DEFAULT_RESULT_TTL", "DEFAULT_WAIT", "Ledger", "Led
 
 logger = logging.getLogger("mcp_resilient.server")
 
-DEFAULT_LEASE = 10.0
-"""Seconds an owner's claim lives without renewal (renewed every third of it)."""
+DEFAULT_LEASE = 3.0
+"""Seconds an owner's claim lives without renewal (renewed every third of it: each second).
+
+Short, so a re-send learns within a few seconds that the replica running the first try
+died (SIGKILL): "started, never finished" comes once the lease runs out."""
 DEFAULT_RESULT_TTL = 24 * 3600.0
 """Seconds a finished (or abandoned) record is kept: the window for re-sends."""
 DEFAULT_WAIT = 30.0

@@ -15,11 +15,14 @@ from typing import Protocol
 
 import pytest
 
-from examples._haproxy import HAProxyProcess, haproxy_path
+from examples._haproxy import ROUND_ROBIN_CONFIG, HAProxyProcess, haproxy_path
 from tests.rig import RedisProcess, ServerCluster, ServerProcess, redis_server_path
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 CLUSTER_SIZE = 3
+CLUSTER_START_TIMEOUT = 120.0
+"""A bound, not a target: three servers importing FastMCP at once on a loaded 2-core
+machine can take a minute to answer their first health check."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -161,7 +164,7 @@ def running_cluster(
 ) -> Generator[ServerCluster, None, None]:
     """Start a cluster for a fixture to ``yield from``: logs dumped on failure, always stopped."""
     cluster = ServerCluster(size, env=env, prefix=prefix, log_dir=tmp_path / "logs")
-    cluster.start()
+    cluster.start(CLUSTER_START_TIMEOUT)
     try:
         yield cluster
     finally:
@@ -175,6 +178,26 @@ def mcp_cluster(
 ) -> Generator[ServerCluster, None, None]:
     """Three healthy instances sharing state (and the event store) through Redis."""
     yield from running_cluster(request, tmp_path, redis_env)
+
+
+def running_haproxy(
+    cluster: ServerCluster, tmp_path: Path, *, round_robin: bool = False
+) -> Generator[HAProxyProcess, None, None]:
+    """HAProxy in front of ``cluster`` for a fixture to ``yield from`` (sticky sessions, or
+    plain round robin for the stateless era); always stopped. Missing ``haproxy``: skipped
+    locally, a failure in CI (env ``CI`` set)."""
+    if haproxy_path() is None:
+        reason = "haproxy is not installed (apt-get install -y haproxy)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    config = {"config": ROUND_ROBIN_CONFIG} if round_robin else {}
+    proxy = HAProxyProcess(cluster.urls, log_path=tmp_path / "logs" / "haproxy.log", **config)
+    proxy.start(expect_instances=len(cluster))
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture

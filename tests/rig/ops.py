@@ -102,6 +102,10 @@ class LoadWorker:
     unknown: list[str] = field(default_factory=list)
     """The call ids that ended in ``OutcomeUnknownError`` (the errors are in ``errors``)."""
     errors: list[OutcomeUnknownError] = field(default_factory=list)
+    reads: int = 0
+    """Read-only calls made (``read_every``): any error on one fails the worker."""
+    read_every: int = 0
+    """Also make a read-only ``add`` call after every this many increments (0: none)."""
 
     @property
     def calls(self) -> int:
@@ -128,6 +132,11 @@ class LoadWorker:
             self.acked.append(call_id)
             if on_acked is not None:
                 on_acked(result)
+            if self.read_every and len(self.acked) % self.read_every == 0:
+                # Read-only: safe to re-send, so it must never fail, whatever happens.
+                read = await client.call_tool("add", {"a": 1, "b": 2})
+                assert read.is_error is False and read.structured_content is not None, read
+                self.reads += 1
             await anyio.sleep(PACE)
 
 

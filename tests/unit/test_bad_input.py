@@ -57,7 +57,7 @@ async def test_malformed_json(server: FakeServer) -> None:
             "bad",
             lambda b: httpx.Response(
                 200,
-                content=b'{"jsonrpc": "2.0", "id": ',
+                content=b'{"jsonrpc": "2.0", "id": }',
                 headers={"content-type": "application/json"},
             ),
         ),
