@@ -60,6 +60,13 @@ redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
+# KEYS[1] record; ARGV owner. Deletes the owner's running record.
+_FORGET = """
+local r = redis.call('HMGET', KEYS[1], 'owner', 'state')
+if r[1] ~= ARGV[1] or r[2] ~= 'running' then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
 # KEYS[1] the session's key index; ARGV ttl ms, key prefix. Slides every key's TTL.
 _TOUCH = """
 local ttl = tonumber(ARGV[1])
@@ -141,6 +148,7 @@ class RedisStore:
         self._complete = self._redis.register_script(_COMPLETE)
         self._copy = self._redis.register_script(_COPY)
         self._set_if_absent = self._redis.register_script(_SET_IF_ABSENT)
+        self._forget = self._redis.register_script(_FORGET)
 
     async def _do(self, what: str, awaitable: Any) -> Any:
         try:
@@ -243,6 +251,9 @@ class RedisStore:
         return bool(
             await self._do("complete", self._complete(keys=[key], args=[owner, outcome, _ms(ttl)]))
         )
+
+    async def forget(self, key: str, owner: str) -> bool:
+        return bool(await self._do("forget", self._forget(keys=[key], args=[owner])))
 
     async def close(self) -> None:
         await self._redis.aclose()

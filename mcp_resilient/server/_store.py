@@ -125,6 +125,11 @@ class Store(Protocol):
         """Store the outcome and mark the record done; False if it is not ours."""
         ...
 
+    async def forget(self, key: str, owner: str) -> bool:
+        """Delete the owner's running record (a leg that is not the call's outcome, such as
+        a 2026-07-28 ``input_required`` round); False if it is not ours or is done."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -394,6 +399,16 @@ class SQLiteStore:
                 "UPDATE mcp_ledger SET state = 'done', outcome = ?, expires_at = ?"
                 " WHERE key = ? AND owner = ?",
                 (outcome, now + ttl, key, owner),
+            )
+            return cursor.rowcount == 1
+
+        return bool(await self._run(lambda: self._tx(body)))
+
+    async def forget(self, key: str, owner: str) -> bool:
+        def body(conn: sqlite3.Connection, now: float) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM mcp_ledger WHERE key = ? AND owner = ? AND state = 'running'",
+                (key, owner),
             )
             return cursor.rowcount == 1
 

@@ -216,6 +216,19 @@ class StoreContract:
         seen = await store.claim(key, "C", "fp", lease=LONG, ttl=LONG)
         assert seen is not None and seen.outcome == '{"n": 1}'
 
+    async def test_forget_drops_only_the_owners_running_record(self, store: Store) -> None:
+        key = self.record(store)
+        assert await store.claim(key, "A", "fp", lease=LONG, ttl=LONG) is None
+        assert not await store.forget(key, "B")
+        assert await store.read(key) is not None
+        assert await store.forget(key, "A")
+        assert await store.read(key) is None
+        assert await store.claim(key, "B", "fp", lease=LONG, ttl=LONG) is None
+        assert await store.complete(key, "B", "x", ttl=LONG)
+        assert not await store.forget(key, "B")  # an outcome is never dropped
+        record = await store.read(key)
+        assert record is not None and record.outcome == "x"
+
     async def test_records_expire_after_their_ttl(self, store: Store) -> None:
         key = self.record(store)
         assert await store.claim(key, "A", "fp", lease=SHORT, ttl=SHORT) is None
