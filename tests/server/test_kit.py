@@ -196,3 +196,36 @@ def test_principal_comes_from_the_access_token() -> None:
     alice, bob = as_user("alice"), as_user("bob")
     assert alice == "principal:https://issuer.example:alice"
     assert alice != bob  # one OAuth client, two users: two scopes
+
+
+async def test_secrets_stay_out_of_health_errors_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis down, a password in its URL: /health, the JSON-RPC errors clients get and the
+    logs carry neither the password nor the address; logs never carry idempotency keys."""
+    password, port = "S3cretPW", free_port()
+    down = RedisStore(f"redis://app:{password}@127.0.0.1:{port}/0", socket_timeout=0.5)
+    mcp, _ = server(down)
+    key = f"key-{uuid.uuid4().hex}"
+    caplog.set_level("DEBUG", logger="mcp_resilient")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=mcp.http_app(path="/mcp")), base_url="http://127.0.0.1"
+    ) as http:
+        health = await http.get("/health")
+    async with Client(mcp) as client:
+        with pytest.raises(MCPError) as keyed:  # the ledger's JSON-RPC error
+            await client.call_tool("bump", meta=meta(key))
+        unkeyed = await client.call_tool(
+            "bump", meta={STATE_ID_META_KEY: "c"}, raise_on_error=False
+        )
+    await down.close()
+    assert health.status_code == 503
+    assert health.json()["error"] == "the redis store did not answer"
+    said = [health.text, str(keyed.value), str(keyed.value.data), str(unkeyed.content)]
+    assert "ledger unavailable" in said[1] and unkeyed.is_error
+    for text in said:
+        assert password not in text and str(port) not in text, text
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "unavailable" in logged  # the detail went to the log, redacted
+    assert password not in logged and key not in logged, logged
+    assert "app:***@127.0.0.1" in logged
