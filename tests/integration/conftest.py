@@ -20,6 +20,8 @@ from tests.rig import RedisProcess, ServerCluster, ServerProcess, redis_server_p
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 CLUSTER_SIZE = 3
+START_BOUND = 90.0
+"""Seconds a cluster gets to boot: generous, a loaded 2-core machine is slow to start Python."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -164,7 +166,7 @@ def running_cluster(
 ) -> Generator[ServerCluster, None, None]:
     """Start a cluster for a fixture to ``yield from``: logs dumped on failure, always stopped."""
     cluster = ServerCluster(size, env=env, prefix=prefix, log_dir=tmp_path / "logs")
-    cluster.start()
+    cluster.start(timeout=START_BOUND)
     try:
         yield cluster
     finally:
