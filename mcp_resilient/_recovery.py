@@ -181,6 +181,7 @@ class Recovery:
         self.lock: anyio.Lock | None = None
         self.session: Session | None = None
         self.init: mcp_types.InitializeResult | None = None
+        self.discover_error: MCPError | None = None  # why the last capability check failed
         self.lost: _Lost | None = None
         self.resume_error: ResumeFailedError | None = None
         self.tools: dict[str, mcp_types.Tool] = {}
@@ -628,12 +629,15 @@ class Recovery:
                     session, deadline, method, params, doubt, unrecorded
                 )
                 if routed is None:  # none could be asked now: wait, then ask again
-                    assert doubt is not None  # a first send always has its route
+                    last = doubt[1] if doubt is not None else self.discover_error
+                    assert last is not None
                     if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                        if doubt is None:
+                            raise last  # never sent: a plain failure
                         raise await self.outcome_unknown(method, params, *doubt)
                     await self.backoff(
                         attempt,
-                        doubt[1],
+                        last,
                         deadline,
                         method,
                         session.endpoint,
@@ -793,9 +797,10 @@ class Recovery:
         happened, is recorded nowhere, so ``OutcomeUnknownError``.
         """
         if doubt is None:
-            if isinstance(session, StatelessSession):
-                await self.endpoint_honours_keys(session, deadline)
-            return session
+            unreached = isinstance(session, StatelessSession) and (
+                await self.endpoint_honours_keys(session, deadline) is None
+            )
+            return None if unreached else session  # None: not sent yet, ask again first
         if unrecorded:
             first_session, first = doubt
             raise await self.outcome_unknown(method, params, first_session, first)
@@ -857,8 +862,11 @@ class Recovery:
             except (MCPError, ValidationError) as exc:
                 logger.info("could not discover %s's capabilities: %s", endpoint.url, exc)
                 if isinstance(exc, MCPError) and classify(exc) is not Failure.ANSWERED:
+                    self.discover_error = exc
                     await self.endpoint_failed(endpoint)
-                return None
+                    return None  # not reached: ask again later
+                endpoint.honours_keys = False  # it answered, and declared nothing usable
+                return False
             endpoint.honours_keys = honours_idempotency_keys(capabilities)
         return endpoint.honours_keys
 
