@@ -672,9 +672,6 @@ class Recovery:
                     doubts.append(doubt)
                 if failure is Failure.IN_DOUBT:
                     unrecorded = unrecorded or not recorded
-                if failure is Failure.IN_DOUBT and isinstance(session, StatelessSession):
-                    # It may come back as another build: ask it again before a keyed re-send.
-                    self.pool.get(session.endpoint).honours_keys = None
                 if failure is not Failure.SESSION_LOST:
                     await self.endpoint_failed(endpoint)
                 if self.session_is_lost(failure, exc, endpoint):
@@ -683,6 +680,9 @@ class Recovery:
                     method, params, idempotent, deadline
                 ):
                     raise await self.outcome_unknown(method, params, session, exc) from exc
+                if failure is Failure.IN_DOUBT and isinstance(session, StatelessSession):
+                    # It may come back as another build: ask it again before a keyed re-send.
+                    self.pool.get(session.endpoint).honours_keys = None
                 if policy.max_attempts is not None and attempt >= policy.max_attempts:
                     raise
                 delay = await self.backoff(

@@ -158,9 +158,15 @@ async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
             assert CONFIRMED in exc.stage, exc
             assert "started and never finished" in str(exc), exc
         ran = await assert_acked_ran_once(checker, worker)
-        # State intact: the counter holds exactly the increments that ran (acknowledged or
-        # in doubt), and no acknowledged increment ever saw it go backwards.
-        assert worker.final_counter == sum(ran.values()), (worker.name, worker.final_counter)
+        # State intact: the counter holds every acknowledged increment, and at most those in
+        # doubt besides (one killed mid-body may have recorded its run but not its write);
+        # no acknowledged increment ever saw it go backwards.
+        ran_unknown = sum(ran[cid] for cid in worker.unknown)
+        assert worker.final_counter is not None
+        assert len(worker.acked) <= worker.final_counter <= len(worker.acked) + ran_unknown, (
+            worker.name,
+            worker.final_counter,
+        )
         backwards = [
             (a, b) for a, b in zip(worker.values, worker.values[1:], strict=False) if b <= a
         ]
