@@ -34,6 +34,7 @@ __all__ = [
     "LEDGER_UNAVAILABLE",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "SAFE_METHODS",
+    "STATE_ID_META_KEY",
     "Failure",
     "classify",
     "honours_idempotency_keys",
@@ -50,6 +51,8 @@ IDEMPOTENCY_META_KEY = "io.github.mcp-resilient/idempotencyKey"
 """The ``params._meta`` key that names one ``tools/call`` across every re-send."""
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 """Longest idempotency key the extension allows (keys are 1 to 255 visible ASCII characters)."""
+STATE_ID_META_KEY = "io.github.mcp-resilient/stateId"
+"""The ``params._meta`` key naming the client's server-side state in the 2026-07-28 era."""
 LEDGER_STARTED_NOT_FINISHED = -31901
 """A run under this key started and its owner died before recording a result."""
 LEDGER_IN_PROGRESS = -31902

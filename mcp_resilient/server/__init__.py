@@ -21,6 +21,7 @@ from .._classify import (
     LEDGER_KEY_CONFLICT,
     LEDGER_STARTED_NOT_FINISHED,
     LEDGER_UNAVAILABLE,
+    STATE_ID_META_KEY,
 )
 from ._drain import DEFAULT_DRAIN_TIMEOUT, Drain, DrainMiddleware, serve
 from ._kit import (
@@ -50,6 +51,7 @@ __all__ = [
     "LEDGER_STARTED_NOT_FINISHED",
     "LEDGER_UNAVAILABLE",
     "REPLAYED_META_KEY",
+    "STATE_ID_META_KEY",
     "Drain",
     "DrainMiddleware",
     "IdempotencyMiddleware",

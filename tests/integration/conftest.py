@@ -23,6 +23,8 @@ CLUSTER_SIZE = 3
 CLUSTER_START_TIMEOUT = 120.0
 """A bound, not a target: three servers importing FastMCP at once on a loaded 2-core
 machine can take a minute to answer their first health check."""
+START_BOUND = CLUSTER_START_TIMEOUT
+"""The same bound under the name the kit's tests use."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -97,7 +99,7 @@ def state_db(tmp_path: Path) -> Path:
 
 
 class ServerFactory(Protocol):
-    """``server_factory(instance, env=..., start=True, timeout=20.0) -> ServerProcess``."""
+    """``server_factory(instance, env=..., start=True, timeout=20.0, module=...)``."""
 
     def __call__(
         self,
@@ -106,6 +108,7 @@ class ServerFactory(Protocol):
         env: Mapping[str, str] | None = ...,
         start: bool = ...,
         timeout: float = ...,
+        module: str = ...,
     ) -> ServerProcess: ...
 
 
@@ -126,6 +129,7 @@ def server_factory(
         env: Mapping[str, str] | None = None,
         start: bool = True,
         timeout: float = 20.0,
+        module: str = "examples.stateful_server",
     ) -> ServerProcess:
         merged: dict[str, str] = dict(env or {})
         if "REDIS_URL" not in merged:
@@ -134,6 +138,7 @@ def server_factory(
             instance=instance,
             env=merged,
             log_path=tmp_path / "logs" / f"{instance}-{len(servers) + 1}.log",
+            module=module,
         )
         servers.append(server)
         if start:
