@@ -26,13 +26,29 @@ from fastmcp.server.extensions import ServerExtension
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .._classify import IDEMPOTENCY_CAPABILITY, IDEMPOTENCY_META_KEY
-from ._ledger import DEFAULT_LEASE, DEFAULT_RESULT_TTL, DEFAULT_WAIT, Ledger, fingerprint
+from ._ledger import (
+    DEFAULT_LEASE,
+    DEFAULT_RESULT_TTL,
+    DEFAULT_WAIT,
+    ConflictsExhausted,
+    Ledger,
+    conflict_error,
+    fingerprint,
+)
 from ._store import Store, StoreError
+from ._tx import (
+    Transaction,
+    TransactionalOptions,
+    current_transaction,
+    run_attempts,
+    transactional_options,
+)
 
 __all__ = [
     "DEFAULT_SESSION_TTL",
@@ -160,11 +176,24 @@ class SessionState:
 
 
 class IdempotencyMiddleware(Middleware):
-    """Runs each keyed ``tools/call`` through the ledger; calls without a key pass through."""
+    """Runs each keyed ``tools/call`` through the ledger; calls without a key pass through.
 
-    def __init__(self, ledger: Ledger, *, principal: Principal = default_principal) -> None:
+    With ``kit``, ``@transactional`` tools run in a transaction whose commit carries the
+    ledger's outcome (keyed) or stands alone (unkeyed, or ``ledger`` None).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | None,
+        *,
+        principal: Principal = default_principal,
+        kit: Resilience | None = None,
+    ) -> None:
+        if ledger is None and kit is None:
+            raise ValueError("IdempotencyMiddleware needs a ledger, a kit, or both")
         self.ledger = ledger
         self.principal = principal
+        self.kit = kit
 
     @staticmethod
     def _key(context: MiddlewareContext[mcp_types.CallToolRequestParams]) -> str | None:
@@ -190,12 +219,13 @@ class IdempotencyMiddleware(Middleware):
         return key
 
     @staticmethod
-    async def _read_only(context: MiddlewareContext[Any], name: str) -> bool:
+    async def _tool(context: MiddlewareContext[Any], name: str) -> object | None:
         ctx = context.fastmcp_context
-        if ctx is None:
-            return False
-        tool = await ctx.fastmcp.get_tool(name)
-        annotations = tool.annotations if tool is not None else None
+        return None if ctx is None else await ctx.fastmcp.get_tool(name)
+
+    @staticmethod
+    def _read_only(tool: object | None) -> bool:
+        annotations = getattr(tool, "annotations", None)
         return bool(annotations is not None and annotations.read_only_hint)
 
     async def on_call_tool(
@@ -203,10 +233,17 @@ class IdempotencyMiddleware(Middleware):
         context: MiddlewareContext[mcp_types.CallToolRequestParams],
         call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
     ) -> ToolResult:
-        key = self._key(context)
+        key = self._key(context) if self.ledger is not None else None
         message = context.message
-        if key is None or await self._read_only(context, message.name):
-            # Nothing to remember for a read: running it again is the right answer.
+        if key is None and self.kit is None:
+            return await call_next(context)
+        tool = await self._tool(context, message.name)
+        if self._read_only(tool):
+            key = None  # nothing to remember for a read: running it again is the right answer
+        options = transactional_options(tool) if self.kit is not None else None
+        if options is not None:
+            return await self._transactional(context, call_next, options, key)
+        if key is None or self.ledger is None:
             return await call_next(context)
         fp = fingerprint(message.name, message.arguments or {})
         scope = self.principal(context.fastmcp_context)
@@ -233,6 +270,77 @@ class IdempotencyMiddleware(Middleware):
             result: ToolResult = first["result"]
             return result
         return _decode_outcome(encoded)
+
+    async def _transactional(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+        options: TransactionalOptions,
+        key: str | None,
+    ) -> ToolResult:
+        """Run a ``@transactional`` tool: staged writes, one commit with the outcome."""
+        kit = self.kit
+        assert kit is not None
+        message = context.message
+        first: dict[str, Any] = {}
+
+        async def body() -> str:
+            first.clear()
+            try:
+                result = await call_next(context)
+            except ToolError as exc:
+                first["error"] = exc
+                _abandon_writes()
+                return json.dumps({"toolError": str(exc)})
+            except MCPError as exc:
+                first["error"] = exc
+                _abandon_writes()
+                return json.dumps(
+                    {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
+                )
+            first["result"] = result
+            return _encode_result(result)
+
+        def on_commit(tx: Transaction) -> None:
+            kit.remember_owners(tx.owned)
+
+        async def attempts(record: str | None, owner: str | None) -> str:
+            try:
+                return await run_attempts(
+                    kit.store,
+                    options.attempts,
+                    body,
+                    record=record,
+                    owner=owner,
+                    record_ttl=self.ledger.result_ttl if self.ledger is not None else 0.0,
+                    on_commit=on_commit,
+                )
+            except ConflictsExhausted as exc:
+                raise conflict_error(key, options.attempts) from exc
+
+        ctx = context.fastmcp_context
+        if key is None or self.ledger is None or ctx is None:
+            await attempts(None, None)
+            ran, encoded = True, ""
+        else:
+            fp = fingerprint(message.name, message.arguments or {})
+            scope = self.principal(ctx)
+            record_key = self.ledger.transactional_record_key(kit.state_prefix(ctx), scope, key)
+            encoded, ran = await self.ledger.run_transactional(record_key, key, fp, attempts)
+        if ran:
+            if "error" in first:
+                raise first["error"]
+            result: ToolResult = first["result"]
+            return result
+        return _decode_outcome(encoded)
+
+
+def _abandon_writes() -> None:
+    """A run that ends in an error writes nothing (its reads still must hold at commit)."""
+    tx = current_transaction()
+    if tx is not None:
+        tx.staged.writes.clear()
+        tx._after.clear()
 
 
 def _encode_result(result: ToolResult) -> str:
@@ -296,14 +404,43 @@ class Resilience:
     _owned: set[str] = field(default_factory=set)
 
     def state(self, ctx: Context) -> SessionState:
-        """This request's session state (``mcp:session:{ctx.session_id}:...``)."""
-        return SessionState(
-            self.store,
-            ctx.session_id,
-            principal=self.principal(ctx),
-            ttl=self.session_ttl,
-            _owned=self._owned,
+        """This request's session state (``mcp:session:{ctx.session_id}:...``).
+
+        Inside a ``@transactional`` tool its writes are staged in the run's transaction.
+        """
+        tx = current_transaction()
+        if tx is None:
+            return SessionState(
+                self.store,
+                ctx.session_id,
+                principal=self.principal(ctx),
+                ttl=self.session_ttl,
+                _owned=self._owned,
+            )
+        principal = self.principal(ctx)
+        state = SessionState(
+            tx.staged, ctx.session_id, principal=principal, ttl=self.session_ttl, _owned=tx.owned
         )
+        marker = f"{state.prefix}{principal}"
+        if marker in self._owned:
+            tx.owned.add(marker)
+        return state
+
+    def state_prefix(self, ctx: Context) -> str | None:
+        """The key prefix of this request's state (None: the request has no state that
+        outlives it: the 2026-07-28 era gives every request a fresh session id)."""
+        request_context = ctx.request_context
+        if request_context is not None and (
+            request_context.protocol_version in MODERN_PROTOCOL_VERSIONS
+        ):
+            return None
+        return f"{self.store.prefix}session:{ctx.session_id}:"
+
+    def remember_owners(self, markers: set[str]) -> None:
+        """Owner markers a transaction committed: later writes need not stage them again."""
+        if len(self._owned) + len(markers) >= _OWNERS_CACHED:
+            self._owned.clear()
+        self._owned.update(markers)
 
 
 _kits: weakref.WeakKeyDictionary[FastMCP, Resilience] = weakref.WeakKeyDictionary()
@@ -367,7 +504,6 @@ def add_resilience(
     ledger: Ledger | None = None
     if idempotency:
         ledger = Ledger(store, lease=lease, result_ttl=result_ttl, wait=wait)
-        mcp.add_middleware(IdempotencyMiddleware(ledger, principal=principal))
         settings = {
             "version": 1,
             "metaKey": IDEMPOTENCY_META_KEY,
@@ -387,6 +523,8 @@ def add_resilience(
 
     kit = Resilience(mcp, store, ledger, events, session_ttl, principal)
     _kits[mcp] = kit
+    # Always on: @transactional tools commit atomically with or without the ledger.
+    mcp.add_middleware(IdempotencyMiddleware(ledger, principal=principal, kit=kit))
 
     if resume_tool:
         name = resume_tool if isinstance(resume_tool, str) else None
