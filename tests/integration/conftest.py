@@ -20,6 +20,8 @@ from tests.rig import RedisProcess, ServerCluster, ServerProcess, redis_server_p
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 CLUSTER_SIZE = 3
+PLAIN_TOOLS = {"MCP_TRANSACTIONAL": "0"}
+"""Server env: the example's state-changing tools are not transactional."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -158,10 +160,11 @@ def running_cluster(
     *,
     size: int = CLUSTER_SIZE,
     prefix: str = "node",
+    timeout: float = 30.0,
 ) -> Generator[ServerCluster, None, None]:
     """Start a cluster for a fixture to ``yield from``: logs dumped on failure, always stopped."""
     cluster = ServerCluster(size, env=env, prefix=prefix, log_dir=tmp_path / "logs")
-    cluster.start()
+    cluster.start(timeout)
     try:
         yield cluster
     finally:
@@ -173,8 +176,12 @@ def running_cluster(
 def mcp_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
 ) -> Generator[ServerCluster, None, None]:
-    """Three healthy instances sharing state (and the event store) through Redis."""
-    yield from running_cluster(request, tmp_path, redis_env)
+    """Three healthy instances sharing state (and the event store) through Redis.
+
+    Their state-changing tools are plain (``MCP_TRANSACTIONAL=0``): these are the tests
+    of the client's own handling of a call in doubt, which a transactional tool spares it.
+    """
+    yield from running_cluster(request, tmp_path, {**redis_env, **PLAIN_TOOLS})
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from mcp_types import CallToolResult
 from examples._haproxy import ROUND_ROBIN_CONFIG, HAProxyProcess, haproxy_path
 from mcp_resilient import HANDSHAKE_VERSIONS, OutcomeUnknownError, ResilientClient, RetryPolicy
 from mcp_resilient._classify import IDEMPOTENCY_META_KEY, honours_idempotency_keys
-from tests.integration.conftest import running_cluster
+from tests.integration.conftest import PLAIN_TOOLS, running_cluster
 from tests.rig import ServerCluster, ServerProcess
 from tests.rig.ops import (
     LoadWorker,
@@ -39,6 +39,7 @@ from tests.rig.ops import (
     progress_after,
     restart_each,
     wait_until,
+    waiting_on,
 )
 
 pytestmark = pytest.mark.anyio
@@ -65,6 +66,15 @@ def kit_cluster(
 ) -> Generator[ServerCluster, None, None]:
     """Three example servers on the kit (ledger on), sharing Redis; a short lease."""
     yield from running_cluster(request, tmp_path, {**redis_env, "MCP_LEDGER_LEASE": LEASE})
+
+
+@pytest.fixture
+def plain_tools_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
+) -> Generator[ServerCluster, None, None]:
+    """The kit's servers with the ledger on, but tools that are not transactional."""
+    env = {**redis_env, "MCP_LEDGER_LEASE": LEASE, **PLAIN_TOOLS}
+    yield from running_cluster(request, tmp_path, env)
 
 
 @pytest.fixture
@@ -190,26 +200,18 @@ async def _kill_the_holder(
     """
 
     async def held() -> bool:
-        return await _waiting_on(cluster[0], gate) is not None
+        return await waiting_on(cluster[0], gate) is not None
 
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
             await wait_until(held, what)
-            instance = await _waiting_on(cluster[0], gate)
+            instance = await waiting_on(cluster[0], gate)
             holder = next(s for s in cluster if s.instance == instance)
             holder.kill()
             witness = next(s for s in cluster if s is not holder)
             await open_gate(witness, gate)
     return holder, witness
-
-
-async def _waiting_on(server: ServerProcess, gate: str) -> str | None:
-    """The instance whose call waits at ``gate`` (the example records it in the store)."""
-    async with httpx.AsyncClient(timeout=5) as http:
-        body = (await http.get(f"{server.base_url}/gates/{gate}")).json()
-    waiting = body["waiting"]
-    return str(waiting) if waiting else None
 
 
 @pytest.mark.parametrize("era", ["handshake", "stateless"])
@@ -260,9 +262,9 @@ async def test_without_the_capability_behaviour_is_unchanged(
 @pytest.mark.parametrize("era", ["handshake", "stateless"])
 @pytest.mark.parametrize("idempotent", [None, True])
 async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
-    kit_cluster: ServerCluster, era: str, idempotent: bool | None
+    plain_tools_cluster: ServerCluster, era: str, idempotent: bool | None
 ) -> None:
-    """SIGKILL while the tool runs (before any answer is recorded).
+    """SIGKILL while a tool that is not transactional runs (before any answer is recorded).
 
     The client re-sends with the same key; the ledger says "started, never finished" once
     the dead owner's lease runs out. A non-idempotent call ends as a confirmed
@@ -284,7 +286,7 @@ async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
             timeout=httpx.Timeout(10.0, read=None), event_hooks={"request": [record]}
         ) as http,
         ResilientClient(
-            kit_cluster.urls, http_client=http, retry=FAST, protocol_version=ERAS[era]
+            plain_tools_cluster.urls, http_client=http, retry=FAST, protocol_version=ERAS[era]
         ) as client,
     ):
 
@@ -300,7 +302,7 @@ async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
                 outcome["value"] = exc
 
         holder, witness = await _kill_the_holder(
-            kit_cluster, gate, call, "increment committed and held at its gate"
+            plain_tools_cluster, gate, call, "increment committed and held at its gate"
         )
     value = outcome["value"]
     keys = [body["params"]["_meta"][IDEMPOTENCY_META_KEY] for body in sent]
