@@ -25,6 +25,7 @@ from .._classify import (
     LEDGER_KEY_CONFLICT,
     LEDGER_STARTED_NOT_FINISHED,
     LEDGER_UNAVAILABLE,
+    STATE_ID_META_KEY,
 )
 from ._kit import (
     DEFAULT_SESSION_TTL,
@@ -63,6 +64,7 @@ __all__ = [
     "LEDGER_STARTED_NOT_FINISHED",
     "LEDGER_UNAVAILABLE",
     "REPLAYED_META_KEY",
+    "STATE_ID_META_KEY",
     "Commit",
     "CommitResult",
     "IdempotencyMiddleware",

@@ -8,7 +8,6 @@ SSE event store for the handshake era (in the same Redis when the store is Redis
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import weakref
@@ -19,14 +18,19 @@ from typing import Any
 import anyio
 import mcp_types
 from fastmcp import Context, FastMCP
-from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import (
+    AuthorizationError,
+    DisabledError,
+    NotFoundError,
+    ToolError,
+    ValidationError,
+)
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.event_store import EventStore
 from fastmcp.server.extensions import ServerExtension
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from fastmcp.tools.base import ToolResult
+from fastmcp.tools.base import InputRequiredToolResult, ToolResult
 from mcp.shared.exceptions import MCPError
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -38,9 +42,11 @@ from ._ledger import (
     DEFAULT_WAIT,
     ConflictsExhausted,
     Ledger,
+    Unrecorded,
     conflict_error,
     fingerprint,
 )
+from ._state import DEFAULT_SESSION_TTL, SessionState, state_key
 from ._store import Store, StoreError
 from ._tx import (
     Transaction,
@@ -63,17 +69,17 @@ __all__ = [
 
 logger = logging.getLogger("mcp_resilient.server")
 
-DEFAULT_SESSION_TTL = 24 * 3600.0
-"""Seconds a session's state lives after its last write (sliding)."""
 REPLAYED_META_KEY = "io.github.mcp-resilient/replayed"
 """Set to ``true`` in ``_meta`` of a result served from the ledger instead of a new run."""
-_OWNER_KEY = "__owner__"
 _HEALTH_TIMEOUT = 2.0
-_MAX_KEY_LENGTH = 255
 _OWNERS_CACHED = 10_000
+_MAX_KEY_LENGTH = 255
 _content_adapter: TypeAdapter[list[mcp_types.ContentBlock]] = TypeAdapter(
     list[mcp_types.ContentBlock]
 )
+
+#: Raised before a tool's body runs (FastMCP's lookup, argument validation, auth checks).
+_REFUSALS = (NotFoundError, DisabledError, ValidationError, AuthorizationError)
 
 Principal = Callable[[Context | None], str]
 ResumeSummary = Callable[["SessionState"], Awaitable[Mapping[str, Any]]]
@@ -91,88 +97,6 @@ def default_principal(_ctx: Context | None = None) -> str:
     claims = token.claims or {}
     subject = claims.get("sub") or token.subject or token.client_id
     return f"principal:{claims.get('iss', '')}:{subject}"
-
-
-def _scope_hash(principal: str) -> str:
-    return hashlib.sha256(principal.encode()).hexdigest()[:32]
-
-
-class SessionState:
-    """One session's state in the store, for tool authors: ``mcp:session:{id}:{key}``.
-
-    Every write slides the TTL of all the session's keys, so a session in use never
-    loses part of its state. The first write records the session's principal, which
-    ``resume_session`` checks before handing the state to another session.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        session_id: str,
-        *,
-        principal: str = "anonymous",
-        ttl: float | None = DEFAULT_SESSION_TTL,
-        _owned: set[str] | None = None,
-    ) -> None:
-        self.store = store
-        self.session_id = session_id
-        self.principal = principal
-        self.ttl = ttl
-        self.prefix = f"{store.prefix}session:{session_id}:"
-        self._owned = _owned if _owned is not None else set()
-
-    async def _bind(self) -> None:
-        marker = f"{self.prefix}{self.principal}"
-        if marker in self._owned:
-            return
-        await self.store.set(
-            self.prefix + _OWNER_KEY,
-            _scope_hash(self.principal),
-            ttl=self.ttl,
-            touch=self.prefix,
-        )
-        if len(self._owned) >= _OWNERS_CACHED:
-            self._owned.clear()
-        self._owned.add(marker)
-
-    async def get(self, key: str) -> str | None:
-        return await self.store.get(self.prefix + key)
-
-    async def set(self, key: str, value: str) -> None:
-        await self._bind()
-        await self.store.set(self.prefix + key, value, ttl=self.ttl, touch=self.prefix)
-
-    async def incr(self, key: str, by: int = 1) -> int:
-        """Add ``by`` to an integer (0 when absent), atomically; the new value."""
-        await self._bind()
-        return await self.store.incr(self.prefix + key, by, ttl=self.ttl, touch=self.prefix)
-
-    async def append(self, key: str, value: str) -> int:
-        """Append to a list, atomically; its new length."""
-        await self._bind()
-        return await self.store.append(self.prefix + key, value, ttl=self.ttl, touch=self.prefix)
-
-    async def get_list(self, key: str) -> list[str]:
-        return await self.store.get_list(self.prefix + key)
-
-    async def owner(self) -> str | None:
-        """The hash of the principal that wrote this session's state (None: no state)."""
-        return await self.store.get(self.prefix + _OWNER_KEY)
-
-    async def take_over(self, old_session_id: str) -> bool:
-        """Replace this session's state by a copy of ``old_session_id``'s.
-
-        Refused (``ToolError``) when the old session belongs to another principal.
-        False when the old session has no state (expired, or never written).
-        """
-        old = SessionState(self.store, old_session_id, principal=self.principal, ttl=self.ttl)
-        owner = await old.owner()
-        if owner is None:
-            return False
-        if owner != _scope_hash(self.principal):
-            raise ToolError("that session belongs to another principal; its state was not copied")
-        await self.store.copy_prefix(old.prefix, self.prefix, ttl=self.ttl)
-        return True
 
 
 class IdempotencyMiddleware(Middleware):
@@ -250,26 +174,9 @@ class IdempotencyMiddleware(Middleware):
         first: dict[str, Any] = {}
 
         async def run() -> str:
-            try:
-                result = await call_next(context)
-            except ToolError as exc:
-                first["error"] = exc
-                return json.dumps({"toolError": str(exc)})
-            except MCPError as exc:
-                first["error"] = exc
-                return json.dumps(
-                    {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
-                )
-            first["result"] = result
-            return _encode_result(result)
+            return await _run_once(context, call_next, first)
 
-        encoded, ran = await self.ledger.run(scope, key, fp, run)
-        if ran:
-            if "error" in first:
-                raise first["error"]
-            result: ToolResult = first["result"]
-            return result
-        return _decode_outcome(encoded)
+        return await _answer(first, lambda: self.ledger.run(scope, key, fp, run))  # type: ignore[union-attr]
 
     async def _transactional(
         self,
@@ -281,25 +188,16 @@ class IdempotencyMiddleware(Middleware):
         """Run a ``@transactional`` tool: staged writes, one commit with the outcome."""
         kit = self.kit
         assert kit is not None
+        ledger = self.ledger
         message = context.message
         first: dict[str, Any] = {}
 
         async def body() -> str:
             first.clear()
-            try:
-                result = await call_next(context)
-            except ToolError as exc:
-                first["error"] = exc
+            encoded = await _run_once(context, call_next, first)
+            if "error" in first:
                 _abandon_writes()
-                return json.dumps({"toolError": str(exc)})
-            except MCPError as exc:
-                first["error"] = exc
-                _abandon_writes()
-                return json.dumps(
-                    {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
-                )
-            first["result"] = result
-            return _encode_result(result)
+            return encoded
 
         def on_commit(tx: Transaction) -> None:
             kit.remember_owners(tx.owned)
@@ -312,27 +210,72 @@ class IdempotencyMiddleware(Middleware):
                     body,
                     record=record,
                     owner=owner,
-                    record_ttl=self.ledger.result_ttl if self.ledger is not None else 0.0,
+                    record_ttl=ledger.result_ttl if ledger is not None else 0.0,
                     on_commit=on_commit,
                 )
             except ConflictsExhausted as exc:
                 raise conflict_error(key, options.attempts) from exc
 
         ctx = context.fastmcp_context
-        if key is None or self.ledger is None or ctx is None:
-            await attempts(None, None)
-            ran, encoded = True, ""
-        else:
-            fp = fingerprint(message.name, message.arguments or {})
-            scope = self.principal(ctx)
-            record_key = self.ledger.transactional_record_key(kit.state_prefix(ctx), scope, key)
-            encoded, ran = await self.ledger.run_transactional(record_key, key, fp, attempts)
-        if ran:
-            if "error" in first:
-                raise first["error"]
-            result: ToolResult = first["result"]
-            return result
-        return _decode_outcome(encoded)
+        if key is None or ledger is None or ctx is None:
+
+            async def unkeyed() -> tuple[str, bool]:
+                return await attempts(None, None), True
+
+            return await _answer(first, unkeyed)
+        fp = fingerprint(message.name, message.arguments or {})
+        record_key = ledger.transactional_record_key(
+            kit.state_prefix(ctx), self.principal(ctx), key
+        )
+        return await _answer(first, lambda: ledger.run_transactional(record_key, key, fp, attempts))
+
+
+async def _run_once(
+    context: MiddlewareContext[mcp_types.CallToolRequestParams],
+    call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+    first: dict[str, Any],
+) -> str:
+    """One run of the tool: its outcome encoded for the ledger (kept in ``first``).
+
+    Raises ``Unrecorded`` for what is not the call's outcome: a refusal before the body
+    ran, or a 2026-07-28 ``input_required`` round.
+    """
+    try:
+        result = await call_next(context)
+    except _REFUSALS as exc:
+        # Refused before the body ran: no outcome, nothing to remember. A re-send
+        # meets the same checks (and runs once if they pass now).
+        raise Unrecorded(exc) from exc
+    except ToolError as exc:
+        first["error"] = exc
+        return json.dumps({"toolError": str(exc)})
+    except MCPError as exc:
+        first["error"] = exc
+        return json.dumps({"error": {"code": exc.code, "message": exc.message, "data": exc.data}})
+    if isinstance(result, InputRequiredToolResult):
+        # A 2026-07-28 round: the call goes on in the next leg, under the same key.
+        raise Unrecorded(result)
+    first["result"] = result
+    return _encode_result(result)
+
+
+async def _answer(
+    first: dict[str, Any], run: Callable[[], Awaitable[tuple[str, bool]]]
+) -> ToolResult:
+    """What the caller gets: this run's result or error, or the recorded outcome."""
+    try:
+        encoded, ran = await run()
+    except Unrecorded as answer:
+        if isinstance(answer.value, BaseException):
+            raise answer.value from None
+        leg: ToolResult = answer.value
+        return leg
+    if ran:
+        if "error" in first:
+            raise first["error"]
+        result: ToolResult = first["result"]
+        return result
+    return _decode_outcome(encoded)
 
 
 def _abandon_writes() -> None:
@@ -401,46 +344,48 @@ class Resilience:
     event_store: EventStore | None
     session_ttl: float | None
     principal: Principal
-    _owned: set[str] = field(default_factory=set)
+    _owned: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def state(self, ctx: Context) -> SessionState:
-        """This request's session state (``mcp:session:{ctx.session_id}:...``).
+        """This request's state: its session's (handshake era) or its state id's (2026-07-28).
 
-        Inside a ``@transactional`` tool its writes are staged in the run's transaction.
+        Without a state id in the 2026-07-28 era, the helper raises a ``ToolError`` that
+        says how to send one at its first use (nothing is written). Inside a
+        ``@transactional`` tool its writes are staged in the run's transaction.
         """
+        key = state_key(ctx)
+        missing = key if isinstance(key, str) else None
+        kind, ident = key if not isinstance(key, str) else ("state", "")
         tx = current_transaction()
-        if tx is None:
-            return SessionState(
-                self.store,
-                ctx.session_id,
-                principal=self.principal(ctx),
-                ttl=self.session_ttl,
-                _owned=self._owned,
-            )
-        principal = self.principal(ctx)
+        store: Store = self.store if tx is None else tx.staged
+        owned = self._owned if tx is None else tx.owned
         state = SessionState(
-            tx.staged, ctx.session_id, principal=principal, ttl=self.session_ttl, _owned=tx.owned
+            store,
+            ident,
+            principal=self.principal(ctx),
+            ttl=self.session_ttl,
+            kind=kind,
+            missing=missing,
+            _owned=owned,
         )
-        marker = f"{state.prefix}{principal}"
-        if marker in self._owned:
-            tx.owned.add(marker)
+        if tx is not None and state.prefix in self._owned:
+            # What this process already checked; a transaction's own checks count once
+            # it committed (remember_owners).
+            owned.setdefault(state.prefix, self._owned[state.prefix])
         return state
 
     def state_prefix(self, ctx: Context) -> str | None:
-        """The key prefix of this request's state (None: the request has no state that
-        outlives it: the 2026-07-28 era gives every request a fresh session id)."""
-        request_context = ctx.request_context
-        if request_context is not None and (
-            request_context.protocol_version in MODERN_PROTOCOL_VERSIONS
-        ):
+        """The key prefix of this request's state (None: the request has none, such as a
+        2026-07-28 request without a state id)."""
+        if isinstance(state_key(ctx), str):
             return None
-        return f"{self.store.prefix}session:{ctx.session_id}:"
+        return self.state(ctx).prefix
 
-    def remember_owners(self, markers: set[str]) -> None:
-        """Owner markers a transaction committed: later writes need not stage them again."""
-        if len(self._owned) + len(markers) >= _OWNERS_CACHED:
+    def remember_owners(self, owners: Mapping[str, tuple[str, float]]) -> None:
+        """Owner checks a transaction committed: later runs need not stage them again."""
+        if len(self._owned) + len(owners) >= _OWNERS_CACHED:
             self._owned.clear()
-        self._owned.update(markers)
+        self._owned.update(owners)
 
 
 _kits: weakref.WeakKeyDictionary[FastMCP, Resilience] = weakref.WeakKeyDictionary()
@@ -577,7 +522,9 @@ def _add_health(
             with anyio.fail_after(_HEALTH_TIMEOUT):
                 await kit.store.ping()
         except (StoreError, TimeoutError) as exc:
-            error = str(exc) or "store did not answer"
+            # Said to anyone who asks: what is down, never how to reach it.
+            logger.warning("health: the %s store failed: %s", kit.store.name, exc or "timeout")
+            error = f"the {kit.store.name} store did not answer"
         body: dict[str, Any] = {
             "status": "ok" if error is None else "unavailable",
             "store": kit.store.name,

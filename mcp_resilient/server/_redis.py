@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ._store import Commit, CommitResult, LedgerRecord, StateValue, StoreError
+from ._store import Commit, CommitResult, LedgerRecord, StateValue, StoreError, redact_url
 
 __all__ = ["RedisStore"]
 
@@ -132,6 +132,13 @@ redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
+# KEYS[1] record; ARGV owner. Deletes the owner's running record.
+_FORGET = """
+local r = redis.call('HMGET', KEYS[1], 'owner', 'state')
+if r[1] ~= ARGV[1] or r[2] ~= 'running' then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
 # KEYS[1] the session's key index; ARGV ttl ms, key prefix. Slides every key's TTL.
 _TOUCH = """
 local ttl = tonumber(ARGV[1])
@@ -140,6 +147,25 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 1
+"""
+# KEYS[1] key, KEYS[2] its prefix's index; ARGV value, ttl ms (0: none), suffix, prefix.
+_SET_IF_ABSENT = """
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('SADD', KEYS[2], ARGV[3])
+  if ttl > 0 then
+    for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+      redis.call('PEXPIRE', ARGV[4] .. name, ttl)
+    end
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+elseif ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return false
 """
 # KEYS[1] old index, KEYS[2] new index; ARGV old prefix, new prefix, ttl ms (0: none).
 _COPY = """
@@ -179,6 +205,8 @@ class RedisStore:
 
     def __init__(self, url: str, *, prefix: str = "mcp:", socket_timeout: float = 5.0) -> None:
         self.url = url
+        self.where = redact_url(url)
+        """The URL without its password, for messages."""
         self.prefix = prefix
         self._redis: Redis = Redis.from_url(
             url,
@@ -192,12 +220,15 @@ class RedisStore:
         self._complete = self._redis.register_script(_COMPLETE)
         self._copy = self._redis.register_script(_COPY)
         self._commit = self._redis.register_script(_COMMIT)
+        self._set_if_absent = self._redis.register_script(_SET_IF_ABSENT)
+        self._forget = self._redis.register_script(_FORGET)
 
     async def _do(self, what: str, awaitable: Any) -> Any:
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
-            raise StoreError(f"Redis store {self.url}: {what} failed: {exc}") from exc
+            # Neither the URL's password nor the key (it may hold an idempotency key).
+            raise StoreError(f"Redis store {self.where}: {what} failed: {exc}") from exc
 
     @staticmethod
     def _split(key: str, touch: str | None) -> str | None:
@@ -216,18 +247,27 @@ class RedisStore:
                     pipe.eval(_TOUCH, 1, touch + INDEX_SUFFIX, _ms(ttl), touch)
             elif ttl is not None:
                 pipe.pexpire(key, _ms(ttl))
-            results = await self._do(f"write {key}", pipe.execute())
+            results = await self._do("write", pipe.execute())
         return results[0]
 
     async def ping(self) -> None:
         await self._do("PING", self._redis.ping())
 
     async def get(self, key: str) -> str | None:
-        value = await self._do(f"GET {key}", self._redis.get(key))
+        value = await self._do("GET", self._redis.get(key))
         return None if value is None else str(value)
 
     async def set(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> None:
         await self._write(key, ttl, touch, lambda pipe: pipe.set(key, value))
+
+    async def set_if_absent(
+        self, key: str, value: str, *, ttl: float | None, touch: str | None
+    ) -> str | None:
+        suffix = self._split(key, touch)
+        index = (touch or key) + INDEX_SUFFIX
+        args: list[str | int] = [value, 0 if ttl is None else _ms(ttl), suffix or "", touch or ""]
+        current = await self._do("set-if-absent", self._set_if_absent(keys=[key, index], args=args))
+        return None if current is None else str(current)
 
     async def incr(self, key: str, by: int, *, ttl: float | None, touch: str | None) -> int:
         return int(await self._write(key, ttl, touch, lambda pipe: pipe.incrby(key, by)))
@@ -236,16 +276,16 @@ class RedisStore:
         return int(await self._write(key, ttl, touch, lambda pipe: pipe.rpush(key, value)))
 
     async def get_list(self, key: str) -> list[str]:
-        items = await self._do(f"LRANGE {key}", self._redis.lrange(key, 0, -1))
+        items = await self._do("LRANGE", self._redis.lrange(key, 0, -1))
         return [str(item) for item in items]
 
     async def delete(self, key: str) -> None:
-        await self._do(f"DEL {key}", self._redis.delete(key))
+        await self._do("DEL", self._redis.delete(key))
 
     async def copy_prefix(self, old: str, new: str, *, ttl: float | None) -> int:
         keys = [old + INDEX_SUFFIX, new + INDEX_SUFFIX]
         args: list[str | int] = [old, new, 0 if ttl is None else _ms(ttl)]
-        return int(await self._do(f"copy {old}*", self._copy(keys=keys, args=args)))
+        return int(await self._do("copy", self._copy(keys=keys, args=args)))
 
     # -- the ledger --------------------------------------------------------------------
 
@@ -274,26 +314,22 @@ class RedisStore:
     ) -> LedgerRecord | None:
         tx = "1" if transactional else "0"
         args: list[str | int] = [owner, fingerprint, _ms(lease), _ms(ttl), tx]
-        raw = await self._do(f"claim {key}", self._claim(keys=[key], args=args))
+        raw = await self._do("claim", self._claim(keys=[key], args=args))
         return self._record(raw)
 
     async def read(self, key: str) -> LedgerRecord | None:
-        return self._record(await self._do(f"read {key}", self._read(keys=[key])))
+        return self._record(await self._do("read", self._read(keys=[key])))
 
     async def renew(self, key: str, owner: str, *, lease: float) -> bool:
-        return bool(
-            await self._do(f"renew {key}", self._renew(keys=[key], args=[owner, _ms(lease)]))
-        )
+        return bool(await self._do("renew", self._renew(keys=[key], args=[owner, _ms(lease)])))
 
     async def release(self, key: str, owner: str) -> None:
         # A lease that ends now (the record's own TTL is left as it is).
-        await self._do(f"release {key}", self._renew(keys=[key], args=[owner, 0]))
+        await self._do("release", self._renew(keys=[key], args=[owner, 0]))
 
     async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
         return bool(
-            await self._do(
-                f"complete {key}", self._complete(keys=[key], args=[owner, outcome, _ms(ttl)])
-            )
+            await self._do("complete", self._complete(keys=[key], args=[owner, outcome, _ms(ttl)]))
         )
 
     async def commit(self, commit: Commit) -> CommitResult:
@@ -313,12 +349,13 @@ class RedisStore:
             for key, value in part.items():
                 keys.append(key)
                 args.extend(_encode(value))
-        result = await self._do(
-            f"commit {commit.record or first}", self._commit(keys=keys, args=args)
-        )
+        result = await self._do("commit", self._commit(keys=keys, args=args))
         if result not in ("committed", "conflict", "lost"):
-            raise StoreError(f"Redis store {self.url}: commit answered {result!r}")
+            raise StoreError(f"Redis store {self.where}: commit answered {result!r}")
         return result  # type: ignore[no-any-return]
+
+    async def forget(self, key: str, owner: str) -> bool:
+        return bool(await self._do("forget", self._forget(keys=[key], args=[owner])))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -198,6 +198,9 @@ class StagedStore:
     async def commit(self, commit: Commit) -> CommitResult:
         return await self.store.commit(commit)
 
+    async def forget(self, key: str, owner: str) -> bool:
+        return await self.store.forget(key, owner)
+
     async def close(self) -> None:
         """The real store belongs to the kit."""
 
@@ -220,8 +223,8 @@ class Transaction:
     once it committed."""
 
     staged: StagedStore
-    owned: set[str] = field(default_factory=set)
-    """Session owner markers this attempt staged (the kit caches them once committed)."""
+    owned: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """State owner checks this attempt made (the kit caches them once committed)."""
     _after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def commit_of(

@@ -96,7 +96,7 @@ def state_db(tmp_path: Path) -> Path:
 
 
 class ServerFactory(Protocol):
-    """``server_factory(instance, env=..., start=True, timeout=20.0) -> ServerProcess``."""
+    """``server_factory(instance, env=..., start=True, timeout=20.0, module=...)``."""
 
     def __call__(
         self,
@@ -105,6 +105,7 @@ class ServerFactory(Protocol):
         env: Mapping[str, str] | None = ...,
         start: bool = ...,
         timeout: float = ...,
+        module: str = ...,
     ) -> ServerProcess: ...
 
 
@@ -125,6 +126,7 @@ def server_factory(
         env: Mapping[str, str] | None = None,
         start: bool = True,
         timeout: float = 20.0,
+        module: str = "examples.stateful_server",
     ) -> ServerProcess:
         merged: dict[str, str] = dict(env or {})
         if "REDIS_URL" not in merged:
@@ -133,6 +135,7 @@ def server_factory(
             instance=instance,
             env=merged,
             log_path=tmp_path / "logs" / f"{instance}-{len(servers) + 1}.log",
+            module=module,
         )
         servers.append(server)
         if start:
