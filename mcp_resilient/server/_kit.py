@@ -199,8 +199,11 @@ class IdempotencyMiddleware(Middleware):
                 _abandon_writes()
             return encoded
 
+        after: list[Callable[[], Awaitable[None]]] = []
+
         def on_commit(tx: Transaction) -> None:
             kit.remember_owners(tx.owned)
+            after.extend(tx.after)
 
         async def attempts(record: str | None, owner: str | None) -> str:
             try:
@@ -222,12 +225,18 @@ class IdempotencyMiddleware(Middleware):
             async def unkeyed() -> tuple[str, bool]:
                 return await attempts(None, None), True
 
-            return await _answer(first, unkeyed)
-        fp = fingerprint(message.name, message.arguments or {})
-        record_key = ledger.transactional_record_key(
-            kit.state_prefix(ctx), self.principal(ctx), key
-        )
-        return await _answer(first, lambda: ledger.run_transactional(record_key, key, fp, attempts))
+            answer = await _answer(first, unkeyed)
+        else:
+            fp = fingerprint(message.name, message.arguments or {})
+            record_key = ledger.transactional_record_key(
+                kit.state_prefix(ctx), self.principal(ctx), key
+            )
+            answer = await _answer(
+                first, lambda: ledger.run_transactional(record_key, key, fp, attempts)
+            )
+        for callback in after:  # the committed run's, once the ledger is done with it
+            await callback()
+        return answer
 
 
 async def _run_once(
@@ -283,7 +292,7 @@ def _abandon_writes() -> None:
     tx = current_transaction()
     if tx is not None:
         tx.staged.writes.clear()
-        tx._after.clear()
+        tx.after.clear()
 
 
 def _encode_result(result: ToolResult) -> str:

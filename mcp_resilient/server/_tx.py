@@ -227,6 +227,11 @@ class Transaction:
     """State owner checks this attempt made (the kit caches them once committed)."""
     _after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
+    @property
+    def after(self) -> list[Callable[[], Awaitable[None]]]:
+        """The ``after_commit`` callbacks, in the order they were added."""
+        return self._after
+
     def commit_of(
         self, record: str | None, owner: str | None, outcome: str, record_ttl: float
     ) -> Commit:
@@ -292,9 +297,7 @@ async def run_attempts(
         result = await store.commit(tx.commit_of(record, owner, encoded, record_ttl))
         if result == "committed":
             if on_commit is not None:
-                on_commit(tx)
-            for callback in tx._after:
-                await callback()
+                on_commit(tx)  # the caller runs the after_commit callbacks, once it answers
             return encoded
         if result == "lost":
             raise LostClaim(record)

@@ -10,6 +10,7 @@ no fixed sleeps. Both stores, both eras.
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Generator
 from typing import Any
@@ -20,7 +21,16 @@ import pytest
 from mcp_resilient import HANDSHAKE_VERSIONS, ResilientClient, RetryPolicy
 from tests.integration.conftest import running_cluster
 from tests.rig import ServerCluster
-from tests.rig.ops import executions, open_gate, wait_until, waiting_on
+from tests.rig.ops import (
+    LoadWorker,
+    assert_acked_ran_once,
+    executions,
+    open_gate,
+    progress_after,
+    restart_each,
+    wait_until,
+    waiting_on,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -101,5 +111,44 @@ async def test_sigkill_at_any_point_applies_once_and_answers(
         assert (result.meta or {}).get(REPLAYED) is True  # answered from the ledger
     else:
         assert applied_before == 0  # staged: nothing was written before the commit
-    if era == "handshake":  # state that follows the client (the 2026-07-28 era: state ids)
-        assert counter.structured_content == {"result": 1}, counter
+    # The state that follows the client (its session, or its state id) holds one increment.
+    assert counter.structured_content == {"result": 1}, counter
+
+
+async def test_eight_clients_on_one_counter_under_kills(tx_cluster: ServerCluster) -> None:
+    """Eight clients share one state id (2026-07-28) and increment its counter while
+    replicas are SIGKILLed and restarted: the counter ends at exactly the number of
+    acknowledged increments (optimistic concurrency never loses an update)."""
+    for server in tx_cluster:
+        if not server.running:
+            await anyio.to_thread.run_sync(lambda s=server: s.start_healthy(BOUND))
+    state_id = f"shared-{uuid.uuid4().hex}"
+    workers = [LoadWorker(f"c{i}") for i in range(8)]
+    stop = anyio.Event()
+    chaos = random.Random()
+
+    async def work(worker: LoadWorker) -> None:
+        async with ResilientClient(
+            tx_cluster.urls, retry=FAST, timeout=BOUND, state_id=state_id
+        ) as client:
+            await worker.run(client, stop)
+
+    async def more() -> None:
+        await progress_after(lambda: sum(w.calls for w in workers), 16, "increments", BOUND)
+
+    with anyio.fail_after(4 * BOUND):
+        async with anyio.create_task_group() as tg:
+            for worker in workers:
+                tg.start_soon(work, worker)
+            await more()
+            victims = [chaos.choice(tx_cluster.servers) for _ in range(2)]
+            await restart_each(victims, more, graceful=False, timeout=BOUND)
+            stop.set()
+    async with ResilientClient(tx_cluster.urls, timeout=BOUND, state_id=state_id) as client:
+        counter = await client.call_tool("get_counter")
+    acked = sum(len(w.acked) for w in workers)
+    print(f"\n8 clients, one counter: {acked} acknowledged, counter {counter.structured_content}")
+    for worker in workers:
+        assert not worker.errors, worker.errors
+        await assert_acked_ran_once(tx_cluster[0], worker)
+    assert counter.structured_content == {"result": acked}
