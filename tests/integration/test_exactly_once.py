@@ -68,7 +68,9 @@ def kit_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
 ) -> Generator[ServerCluster, None, None]:
     """Three example servers on the kit (ledger on), sharing Redis; a short lease."""
-    yield from running_cluster(request, tmp_path, {**redis_env, "MCP_LEDGER_LEASE": LEASE})
+    yield from running_cluster(
+        request, tmp_path, {**redis_env, "MCP_LEDGER_LEASE": LEASE}, timeout=RESTART_BOUND
+    )
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def plain_tools_cluster(
 ) -> Generator[ServerCluster, None, None]:
     """The kit's servers with the ledger on, but tools that are not transactional."""
     env = {**redis_env, "MCP_LEDGER_LEASE": LEASE, **PLAIN_TOOLS}
-    yield from running_cluster(request, tmp_path, env)
+    yield from running_cluster(request, tmp_path, env, timeout=RESTART_BOUND)
 
 
 @pytest.fixture
