@@ -167,7 +167,8 @@ class IdempotencyMiddleware(Middleware):
         options = transactional_options(tool) if self.kit is not None else None
         if options is not None:
             return await self._transactional(context, call_next, options, key)
-        if key is None or self.ledger is None:
+        ledger = self.ledger
+        if key is None or ledger is None:
             return await call_next(context)
         fp = fingerprint(message.name, message.arguments or {})
         scope = self.principal(context.fastmcp_context)
@@ -176,7 +177,7 @@ class IdempotencyMiddleware(Middleware):
         async def run() -> str:
             return await _run_once(context, call_next, first)
 
-        return await _answer(first, lambda: self.ledger.run(scope, key, fp, run))  # type: ignore[union-attr]
+        return await _answer(first, lambda: ledger.run(scope, key, fp, run))
 
     async def _transactional(
         self,
