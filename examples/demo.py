@@ -32,6 +32,8 @@ import httpx
 from examples._launch import ServerCluster, ServerProcess
 from mcp_resilient import HANDSHAKE_VERSIONS, Event, ResilientClient
 
+#: Seconds the servers get to become healthy (generous: a busy machine starts them slowly).
+START_TIMEOUT = 120.0
 #: Set in a result's ``_meta`` when the server answered from its idempotency ledger.
 REPLAYED_META_KEY = "io.github.mcp-resilient/replayed"
 
@@ -190,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url = os.environ.get("REDIS_URL")
         env = {"REDIS_URL": redis_url} if redis_url else {"STATE_DB": str(Path(tmp, "state.db"))}
         print(f"starting {args.servers} servers ({'redis' if redis_url else 'sqlite'} state)...")
-        with ServerCluster(args.servers, env=env, prefix="demo", log_dir=tmp) as cluster:
+        cluster = ServerCluster(args.servers, env=env, prefix="demo", log_dir=tmp)
+        cluster.start(START_TIMEOUT)  # stops them all if one never gets healthy
+        try:
             for server in cluster:
                 print(f"  {server.instance}: {server.url} (pid {server.pid})")
             try:
@@ -200,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for server in cluster:
                     print(f"--- {server.instance} log:\n{server.log_tail(20)}", file=sys.stderr)
                 return 1
+        finally:
+            cluster.stop()
     print("servers stopped; done.")
     return 0
 
