@@ -35,7 +35,6 @@ from tests.integration.conftest import PLAIN_TOOLS, running_cluster
 from tests.rig import ServerCluster, ServerProcess
 from tests.rig.ops import (
     LoadWorker,
-    assert_acked_ran_once,
     execution_counts,
     executions,
     open_gate,
@@ -119,6 +118,7 @@ async def run_worker(worker: Worker, urls: list[str], era: str, stop: anyio.Even
         worker.final_counter = int(counter.structured_content["result"])
 
 
+@pytest.mark.timeout(900)  # restarts on a busy 2-core machine take their time
 @pytest.mark.parametrize("era", ["handshake", "stateless"])
 @pytest.mark.parametrize("setup", ["direct", "haproxy"])
 async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
@@ -159,22 +159,21 @@ async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
     unknown = sum(len(w.unknown) for w in workers)
     replayed = sum(w.replayed for w in workers)
     checker = kit_cluster[0]
-    duplicates = lost = 0
-    intact = 0
-    for worker in workers:
-        ran = await execution_counts(checker, worker.acked + worker.unknown)
-        duplicates += sum(1 for n in ran.values() if n > 1)
-        lost += sum(1 for cid in worker.acked if ran[cid] != 1)
-        intact += worker.final_counter == len(worker.acked)
+    ran = await execution_counts(checker, [c for w in workers for c in w.acked + w.unknown])
+    duplicates = sorted(cid for cid, n in ran.items() if n > 1)
+    lost = sorted(cid for w in workers for cid in w.acked if ran[cid] != 1)
+    intact = sum(w.final_counter == len(w.acked) for w in workers)
     print(
-        f"\n{setup}/{era}: {calls} increments, {unknown} errors, {duplicates} duplicates,"
-        f" {lost} lost, state intact in {intact}/{len(workers)} clients,"
+        f"\n{setup}/{era}: {calls} increments, {unknown} errors, {len(duplicates)} duplicates,"
+        f" {len(lost)} lost, state intact in {intact}/{len(workers)} clients,"
         f" {replayed} answered from the ledger after a failure"
     )
+    # A transactional tool: no "outcome unknown", not even a confirmed one.
+    assert not [e for w in workers for e in w.errors]
+    assert not duplicates, f"calls applied more than once: {duplicates}"
+    assert not lost, f"acknowledged calls with no execution record: {lost}"
     for worker in workers:
-        # A transactional tool: no "outcome unknown", not even a confirmed one.
-        assert not worker.errors, worker.errors
-        await assert_acked_ran_once(checker, worker)
+        assert worker.acked, f"{worker.name} made no progress"
         assert worker.final_counter == len(worker.acked), worker
 
 
