@@ -26,6 +26,9 @@ class Endpoint:
     down_until: float = 0.0
     down_interval: float = 0.0
     probing: bool = False
+    honours_keys: bool | None = None
+    """Whether this endpoint's own ``initialize`` / ``server/discover`` declared the
+    exactly-once extension (None: not asked yet). A keyed re-send goes only where True."""
 
     def is_down(self, now: float) -> bool:
         return self.down_until > now

@@ -181,6 +181,7 @@ class Recovery:
         self.lock: anyio.Lock | None = None
         self.session: Session | None = None
         self.init: mcp_types.InitializeResult | None = None
+        self.discover_error: MCPError | None = None  # why the last capability check failed
         self.lost: _Lost | None = None
         self.resume_error: ResumeFailedError | None = None
         self.tools: dict[str, mcp_types.Tool] = {}
@@ -340,6 +341,10 @@ class Recovery:
 
         try:
             session, self.init = await self.negotiator.open(url, new_session)
+            # What this endpoint said of itself: a keyed re-send trusts only that.
+            self.pool.get(url).honours_keys = honours_idempotency_keys(
+                self.init.capabilities if self.init else None
+            )
         except BaseException as exc:
             # Cut short (the deadline, a cancel, a bug) after initialize was answered: end
             # that session on the server rather than leave it behind. A typed failure is
@@ -600,6 +605,7 @@ class Recovery:
         policy = self.policy
         attempt = 0
         doubt: tuple[Session, MCPError] | None = None  # the first failure that left it in doubt
+        unrecorded = False  # an attempt in doubt went where no ledger would record its run
         retried: dict[str, Any] | None = None  # the failure a retry follows, not yet reported
         flight = CURRENT_CALL.get()
         while True:
@@ -616,7 +622,32 @@ class Recovery:
                 # The state did not move to this session: say so before running anything.
                 error, self.resume_error = self.resume_error, None
                 raise error
+            if self.only_the_key_makes_it_safe(method, params, idempotent):
+                # A re-send that only the key makes safe must reach an endpoint that honours
+                # keys by its own word, after sends that all did: else it could run twice.
+                routed = await self.keyed_target(
+                    session, deadline, method, params, doubt, unrecorded
+                )
+                if routed is None:  # none could be asked now: wait, then ask again
+                    last = doubt[1] if doubt is not None else self.discover_error
+                    assert last is not None
+                    if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                        if doubt is None:
+                            raise last  # never sent: a plain failure
+                        raise await self.outcome_unknown(method, params, *doubt)
+                    await self.backoff(
+                        attempt,
+                        last,
+                        deadline,
+                        method,
+                        session.endpoint,
+                        session.session_id,
+                        announce=False,
+                    )
+                    continue
+                session = routed
             endpoint = self.pool.get(session.endpoint)
+            recorded = endpoint.honours_keys is True  # a run here would be in the ledger
             endpoint.in_flight += 1
             if flight is not None:
                 flight.sent = True  # from here on, a deadline leaves it in doubt
@@ -639,6 +670,11 @@ class Recovery:
                 if failure is Failure.IN_DOUBT and doubt is None:
                     doubt = (session, exc)
                     doubts.append(doubt)
+                if failure is Failure.IN_DOUBT:
+                    unrecorded = unrecorded or not recorded
+                if failure is Failure.IN_DOUBT and isinstance(session, StatelessSession):
+                    # It may come back as another build: ask it again before a keyed re-send.
+                    self.pool.get(session.endpoint).honours_keys = None
                 if failure is not Failure.SESSION_LOST:
                     await self.endpoint_failed(endpoint)
                 if self.session_is_lost(failure, exc, endpoint):
@@ -715,7 +751,7 @@ class Recovery:
         keyed = (
             use_key
             and IDEMPOTENCY_META_KEY in (params.get("_meta") or {})
-            and honours_idempotency_keys(self.init.capabilities if self.init else None)
+            and any(e.honours_keys for e in self.pool.endpoints)
         )
         listed = name in self.tools and time.monotonic() < self.tools_fresh_until
         if idempotent is None and not keyed and self.trust_annotations and not listed:
@@ -732,6 +768,107 @@ class Recovery:
             tools=self.tools,
             keyed=keyed,
         )
+
+    def only_the_key_makes_it_safe(
+        self, method: str, params: dict[str, Any] | None, idempotent: bool | None
+    ) -> bool:
+        """A keyed ``tools/call`` that is not safe to run twice without the key."""
+        return (
+            method == "tools/call"
+            and params is not None
+            and IDEMPOTENCY_META_KEY in (params.get("_meta") or {})
+            and not self.known_safe(method, params, idempotent)
+        )
+
+    async def keyed_target(
+        self,
+        session: Session,
+        deadline: float,
+        method: str,
+        params: dict[str, Any] | None,
+        doubt: tuple[Session, MCPError] | None,
+        unrecorded: bool,
+    ) -> Session | None:
+        """Where this send of a keyed call goes (see ``keyed_route``).
+
+        First send: where it was routed; a 2026-07-28 endpoint never asked is discovered
+        first, so a later re-send knows whether this one was recorded. A re-send after
+        an attempt in doubt went to an endpoint without the ledger: that run, if it
+        happened, is recorded nowhere, so ``OutcomeUnknownError``.
+        """
+        if doubt is None:
+            unreached = isinstance(session, StatelessSession) and (
+                await self.endpoint_honours_keys(session, deadline) is None
+            )
+            return None if unreached else session  # None: not sent yet, ask again first
+        if unrecorded:
+            first_session, first = doubt
+            raise await self.outcome_unknown(method, params, first_session, first)
+        return await self.keyed_route(session, deadline, method, params, doubt)
+
+    async def keyed_route(
+        self,
+        session: Session,
+        deadline: float,
+        method: str,
+        params: dict[str, Any] | None,
+        doubt: tuple[Session, MCPError],
+    ) -> Session | None:
+        """Where a keyed re-send may go: ``session`` if its endpoint honours keys, else (in
+        the 2026-07-28 era) a route to one that does. None: no endpoint could be asked
+        now (try again later). Every endpoint known not to: ``OutcomeUnknownError``.
+
+        An endpoint never asked (a 2026-07-28 route) is discovered first: its own
+        ``server/discover`` decides, never the capability of the endpoint that failed.
+        """
+        candidates = [session]
+        if isinstance(session, StatelessSession) and len(self.endpoints) > 1:
+            now = time.monotonic()
+            candidates += [
+                self.routes.to(e.url)
+                for e in self.pool.endpoints
+                if e.url != session.endpoint and not e.is_down(now) and e.honours_keys is not False
+            ]
+        unknown = False
+        for candidate in candidates:
+            honours = await self.endpoint_honours_keys(candidate, deadline)
+            if honours:
+                return candidate
+            unknown = unknown or honours is None
+        if unknown:
+            return None
+        first_session, first = doubt
+        logger.info(
+            "no reachable endpoint honours idempotency keys: %s is not sent again",
+            self.what(method, params)[0],
+        )
+        raise await self.outcome_unknown(method, params, first_session, first)
+
+    async def endpoint_honours_keys(self, session: Session, deadline: float) -> bool | None:
+        """Did ``session``'s endpoint declare the extension itself? Asks it if never asked
+        (2026-07-28); None when it could not be asked."""
+        endpoint = self.pool.get(session.endpoint)
+        if endpoint.honours_keys is None and isinstance(session, StatelessSession):
+            try:
+                raw = await session.request(
+                    "server/discover",
+                    None,
+                    timeout=max(0.0, deadline - anyio.current_time()),
+                    cancellable=False,
+                )
+                capabilities = mcp_types.ServerCapabilities.model_validate(
+                    raw.get("capabilities") or {}
+                )
+            except (MCPError, ValidationError) as exc:
+                logger.info("could not discover %s's capabilities: %s", endpoint.url, exc)
+                if isinstance(exc, MCPError) and classify(exc) is not Failure.ANSWERED:
+                    self.discover_error = exc
+                    await self.endpoint_failed(endpoint)
+                    return None  # not reached: ask again later
+                endpoint.honours_keys = False  # it answered, and declared nothing usable
+                return False
+            endpoint.honours_keys = honours_idempotency_keys(capabilities)
+        return endpoint.honours_keys
 
     async def ledger_lost_run(
         self,

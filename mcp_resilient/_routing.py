@@ -48,6 +48,14 @@ class StatelessRoutes:
             route = self._routes[url] = self.new_route(url)
         return route
 
+    def to(self, url: str) -> Session:
+        """The route to ``url`` (made on first use), for a request that must go there."""
+        assert self._primary is not None
+        route = self._routes.get(url)
+        if route is None:
+            route = self._routes[url] = self.new_route(url)
+        return route
+
     def _best(self) -> Endpoint:
         now = time.monotonic()
         up = [

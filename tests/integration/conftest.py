@@ -22,6 +22,8 @@ INTEGRATION_DIR = Path(__file__).resolve().parent
 CLUSTER_SIZE = 3
 PLAIN_TOOLS = {"MCP_TRANSACTIONAL": "0"}
 """Server env: the example's state-changing tools are not transactional."""
+START_BOUND = 90.0
+"""Seconds a cluster gets to boot: generous, a loaded 2-core machine is slow to start Python."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -163,7 +165,7 @@ def running_cluster(
     *,
     size: int = CLUSTER_SIZE,
     prefix: str = "node",
-    timeout: float = 30.0,
+    timeout: float = START_BOUND,
 ) -> Generator[ServerCluster, None, None]:
     """Start a cluster for a fixture to ``yield from``: logs dumped on failure, always stopped."""
     cluster = ServerCluster(size, env=env, prefix=prefix, log_dir=tmp_path / "logs")

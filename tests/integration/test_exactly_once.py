@@ -19,7 +19,7 @@ import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from tests.rig.ops import (
 
 pytestmark = pytest.mark.anyio
 
-ERAS = {"handshake": HANDSHAKE_VERSIONS[0], "stateless": "2026-07-28"}
+ERAS = {"handshake": HANDSHAKE_VERSIONS[0], "stateless": "2026-07-28", "auto": "auto"}
 WORKERS = 4
 RANDOM_KILLS = 3
 LEASE = "2"  # seconds: how long a dead owner's claim outlives it
@@ -93,7 +93,7 @@ def _proxy(cluster: ServerCluster, tmp_path: Path, era: str) -> HAProxyProcess:
     if haproxy_path() is None:
         pytest.fail("haproxy is not installed (apt-get install -y haproxy)", pytrace=False)
     # The handshake era needs sessions pinned (stick table); the stateless era none.
-    config = {"config": ROUND_ROBIN_CONFIG} if era == "stateless" else {}
+    config = {"config": ROUND_ROBIN_CONFIG} if era != "handshake" else {}
     proxy = HAProxyProcess(cluster.urls, log_path=tmp_path / "logs" / "haproxy.log", **config)
     proxy.start(expect_instances=len(cluster))
     return proxy
@@ -103,23 +103,30 @@ def _proxy(cluster: ServerCluster, tmp_path: Path, era: str) -> HAProxyProcess:
 class Worker(LoadWorker):
     replayed: int = 0
     final_counter: int | None = None
+    values: list[int] = field(default_factory=list)
+    """The counter after each acknowledged increment, in order."""
 
     def note(self, result: CallToolResult) -> None:
         self.replayed += bool((result.meta or {}).get(REPLAYED))
+        assert result.structured_content is not None, result
+        self.values.append(int(result.structured_content["result"]))
 
 
 async def run_worker(worker: Worker, urls: list[str], era: str, stop: anyio.Event) -> None:
     async with ResilientClient(urls, retry=FAST, timeout=120, protocol_version=ERAS[era]) as client:
         assert honours_idempotency_keys(client.server_capabilities), client.server_capabilities
+        if era == "auto":
+            assert client.protocol_version == "2026-07-28"  # what auto picks with FastMCP 4
         await worker.run(client, stop, worker.note)
-        # The client's state: its session (handshake era) or its state id (2026-07-28).
+        # The counter lives in session_state(ctx): the session's in the handshake era (and
+        # the sessions it resumed into), the client's state id's in 2026-07-28.
         counter = await client.call_tool("get_counter")
         assert counter.structured_content is not None
         worker.final_counter = int(counter.structured_content["result"])
 
 
 @pytest.mark.timeout(900)  # restarts on a busy 2-core machine take their time
-@pytest.mark.parametrize("era", ["handshake", "stateless"])
+@pytest.mark.parametrize("era", ["handshake", "auto"])
 @pytest.mark.parametrize("setup", ["direct", "haproxy"])
 async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
     kit_cluster: ServerCluster, setup: str, era: str, tmp_path: Path
@@ -174,7 +181,13 @@ async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
     assert not lost, f"acknowledged calls with no execution record: {lost}"
     for worker in workers:
         assert worker.acked, f"{worker.name} made no progress"
+        # State intact: the counter holds exactly the acknowledged increments, and no
+        # acknowledged increment ever saw it go backwards.
         assert worker.final_counter == len(worker.acked), worker
+        backwards = [
+            (a, b) for a, b in zip(worker.values, worker.values[1:], strict=False) if b <= a
+        ]
+        assert not backwards, f"{worker.name}: counter went backwards: {backwards[:5]}"
 
 
 @pytest.mark.parametrize("era", ["handshake", "stateless"])

@@ -3,11 +3,13 @@
 - principals: two token-verified users never reach each other's state, in both eras;
 - refusals (bad arguments, unknown tool) under a key: a re-send gets the same error;
 - a 2026-07-28 elicitation round under a key, its final answer lost: asked once, acted
-  once, and the caller gets the real result.
+  once, and the caller gets the real result;
+- a mixed fleet (one replica with the ledger, one without) under kills: nothing runs twice.
 """
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +23,7 @@ from mcp_resilient.server import RedisStore
 from tests.integration.conftest import ServerFactory
 from tests.rig import RedisProcess
 from tests.rig.faultproxy import Cut, Exchange, FaultProxy
+from tests.rig.ops import LoadWorker, progress_after, restart_each
 
 pytestmark = pytest.mark.anyio
 
@@ -28,6 +31,7 @@ ERAS = {"handshake": HANDSHAKE_VERSIONS[0], "auto": "auto"}
 FAST = RetryPolicy(initial_backoff=0.02, max_backoff=0.5)
 TOKENS = "alice-token=alice,bob-token=bob"
 MODULE = "tests.servers.kit_server"
+KILLS = 2
 
 
 @pytest.fixture
@@ -155,3 +159,53 @@ async def test_elicitation_round_under_a_key_asks_once_and_acts_once(
     assert asked == ["really act on the order?"]
     assert await kit_store.get_list(f"{kit_store.prefix}asks:{call_id}") == ["kit"]
     assert await kit_store.get_list(f"{kit_store.prefix}exec:{call_id}") == ["kit"]
+
+
+@pytest.mark.parametrize("era", ["auto", "handshake"])
+async def test_mixed_fleet_under_kills_runs_nothing_twice(
+    server_factory: ServerFactory, kit_env: dict[str, str], kit_store: RedisStore, era: str
+) -> None:
+    """A rolling upgrade onto the kit, half done: replica A has the ledger, B does not.
+
+    Calls in doubt on A may be re-sent only to an endpoint that honours keys by its own
+    word; B never gets them. SIGKILLs and restarts of both under load: no call runs twice.
+    """
+    a = server_factory("a", env=kit_env, module=MODULE)
+    b = server_factory("b", env={**kit_env, "KIT_LEDGER": "0"}, module=MODULE)
+    workers = [
+        LoadWorker(f"w{i}", tool="add", arguments={"by": 1, "pause": 0.05}) for i in range(3)
+    ]
+    stop = anyio.Event()
+    rng = random.Random()
+
+    async def work(worker: LoadWorker) -> None:
+        async with ResilientClient(
+            [a.url, b.url], retry=FAST, timeout=60, protocol_version=ERAS[era]
+        ) as client:
+            await worker.run(client, stop)
+
+    async def more() -> None:
+        await progress_after(lambda: sum(w.calls for w in workers), 6, "calls", 120)
+
+    with anyio.fail_after(400):
+        async with anyio.create_task_group() as tg:
+            for worker in workers:
+                tg.start_soon(work, worker)
+            await more()
+            victims = [rng.choice([a, b]) for _ in range(KILLS)] + [a, b]
+            await restart_each(victims, more, graceful=False, timeout=90)
+            stop.set()
+
+    calls = sum(w.calls for w in workers)
+    unknown = sum(len(w.unknown) for w in workers)
+    ran: dict[str, int] = {}
+    for worker in workers:
+        for call_id in worker.acked + worker.unknown:
+            ran[call_id] = len(await kit_store.get_list(f"{kit_store.prefix}exec:{call_id}"))
+    duplicated = {cid: n for cid, n in ran.items() if n > 1}
+    print(
+        f"\nmixed fleet/{era}: {calls} calls, {unknown} outcome-unknown, {len(duplicated)} ran twice"
+    )
+    assert not duplicated, f"calls executed more than once: {duplicated}"
+    lost = [cid for w in workers for cid in w.acked if ran[cid] != 1]
+    assert not lost, f"acknowledged calls with no execution record: {lost}"

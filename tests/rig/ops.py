@@ -106,6 +106,9 @@ class LoadWorker:
     """One client's steady load of non-idempotent increments, each with its own ``call_id``."""
 
     name: str
+    tool: str = "increment"
+    arguments: dict[str, Any] = field(default_factory=lambda: {"by": 1})
+    """What each call sends (plus its own ``call_id``): any server's counting tool."""
     acked: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     """The call ids that ended in ``OutcomeUnknownError`` (the errors are in ``errors``)."""
@@ -127,7 +130,7 @@ class LoadWorker:
                 break
             call_id = uuid.uuid4().hex
             try:
-                result = await client.call_tool("increment", {"by": 1, "call_id": call_id})
+                result = await client.call_tool(self.tool, {**self.arguments, "call_id": call_id})
             except OutcomeUnknownError as exc:
                 self.unknown.append(call_id)
                 self.errors.append(exc)

@@ -21,6 +21,7 @@ import socket
 import sys
 from typing import Any
 
+import anyio
 import mcp_types
 import uvicorn
 from fastmcp import Context, FastMCP
@@ -61,10 +62,13 @@ def create_server(env: dict[str, str], instance: str) -> FastMCP:
             await store.append(f"{store.prefix}exec:{call_id}", instance, ttl=RUN_TTL, touch=None)
 
     @mcp.tool
-    async def add(ctx: Context, by: int, call_id: str = "") -> int:
-        """Not idempotent: adds ``by`` to this client's counter in session_state."""
+    async def add(ctx: Context, by: int, call_id: str = "", pause: float = 0.0) -> int:
+        """Not idempotent: adds ``by`` to this client's counter in session_state. ``pause``
+        holds the answer after the work is done (a window for kills: in doubt)."""
         await ran(call_id)
-        return await session_state(ctx).incr("n", by)
+        value = await session_state(ctx).incr("n", by)
+        await anyio.sleep(min(pause, 5.0))
+        return value
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def balance(ctx: Context) -> int:

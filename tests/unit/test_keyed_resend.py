@@ -85,3 +85,47 @@ async def test_deadline_after_doubt_is_an_outcome_unknown_timeout(server: FakeSe
     assert isinstance(info.value, RequestTimeoutError)
     assert isinstance(info.value, OutcomeUnknownError)
     assert state["calls"] == 1
+
+
+async def test_a_keyed_resend_never_reaches_an_endpoint_without_the_ledger() -> None:
+    """Mixed fleet, 2026-07-28: A honours keys, B does not. A call in doubt on A (then A is
+    gone) is not re-sent to B, which would run it a second time: outcome unknown."""
+    import anyio
+    import respx
+
+    from tests.unit.stateless_fake import StatelessFake
+
+    a_url, b_url = "http://a.test/mcp", "http://b.test/mcp"
+    a, b = StatelessFake(a_url), StatelessFake(b_url)
+    a.capabilities = {"tools": {}, "extensions": {IDEMPOTENCY_CAPABILITY: {}}}
+    state = {"a_dead": False, "a_discovered": False}
+    ran_on_b: list[Any] = []
+
+    async def route_a(request: httpx.Request) -> httpx.Response:
+        if state["a_dead"]:
+            raise httpx.ConnectError("connection refused", request=request)
+        if b'"tools/call"' in request.content:
+            state["a_dead"] = True  # it ran, and the answer is lost with the process
+            raise httpx.ReadError("connection reset after the request went out", request=request)
+        state["a_discovered"] = True
+        return await a(request)
+
+    async def route_b(request: httpx.Request) -> httpx.Response:
+        if not state["a_discovered"] or (
+            b'"tools/call"' in request.content and not state["a_dead"]
+        ):
+            # Not yet: the client negotiates with A and sends its call there first.
+            raise httpx.ConnectError("connection refused", request=request)
+        if b'"tools/call"' in request.content:
+            ran_on_b.append(request)
+        return await b(request)
+
+    with respx.mock(assert_all_called=False) as router:
+        router.route(url=a_url).mock(side_effect=route_a)
+        router.route(url=b_url).mock(side_effect=route_b)
+        with anyio.fail_after(30):
+            async with ResilientClient([a_url, b_url], retry=FAST, timeout=10) as client:
+                with pytest.raises(OutcomeUnknownError) as info:
+                    await client.call_tool("pay", {"amount": 5})
+    assert ran_on_b == []  # never sent where no ledger would recognise the key
+    assert "may have run" in str(info.value) or "answer was lost" in str(info.value)

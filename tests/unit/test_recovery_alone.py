@@ -12,7 +12,7 @@ import mcp_types
 import pytest
 
 from mcp_resilient import Event, OutcomeUnknownTimeoutError, RequestTimeoutError, RetryPolicy
-from mcp_resilient._classify import IDEMPOTENCY_CAPABILITY, IDEMPOTENCY_META_KEY
+from mcp_resilient._classify import IDEMPOTENCY_META_KEY
 from mcp_resilient._eras import Negotiator
 from mcp_resilient._events import EventSink
 from mcp_resilient._exchange import InFlight
@@ -110,11 +110,8 @@ async def test_a_key_counts_only_when_the_server_honours_keys() -> None:
     layer = Layer([_tool("pay", read_only=False)])
     keyed = {**_call("pay"), "_meta": {IDEMPOTENCY_META_KEY: "k1"}}
     assert not await layer.recovery.safe("tools/call", keyed, None, math.inf)
-    layer.recovery.init = mcp_types.InitializeResult(
-        protocol_version="2025-11-25",
-        capabilities=mcp_types.ServerCapabilities(experimental={IDEMPOTENCY_CAPABILITY: {}}),
-        server_info=mcp_types.Implementation(name="s", version="0"),
-    )
+    # Capabilities live with each endpoint (what its own initialize / discover said).
+    layer.recovery.pool.endpoints[0].honours_keys = True
     assert await layer.recovery.safe("tools/call", keyed, None, math.inf)
     assert not await layer.recovery.safe("tools/call", keyed, None, math.inf, use_key=False)
     assert not await layer.recovery.safe("tools/call", _call("pay"), None, math.inf)
