@@ -1,16 +1,24 @@
-"""What the idempotency ledger costs a healthy server, per ``tools/call``.
+"""What the idempotency ledger and transactional tools cost a healthy server, per call.
 
     .venv/bin/python benchmarks/bench_ledger.py                 # 300 calls x 5 rounds per store
     .venv/bin/python benchmarks/bench_ledger.py --calls 50 --rounds 2 --stores sqlite
 
 Starts the example server (``examples/stateful_server.py``, built on the server kit) in
-its own process, once per store (SQLite file; Redis on a throwaway ``redis-server``),
-opens one handshake-era session with plain httpx, and sends sequential ``increment``
-calls (not idempotent, so the ledger engages) with and without an idempotency key in
-``params._meta``. Keyed and unkeyed batches alternate within every round, so drift hits
-both alike. It reports, per store: the server's CPU time per call (from /proc, user +
-system: the ledger's cost) and the wall time per call, each keyed / unkeyed as a ratio.
-A benchmark, not a test: it asserts nothing about timings and exits 0 when it ran.
+its own process twice per store (SQLite file; Redis on a throwaway ``redis-server``): once
+with plain tools (``MCP_TRANSACTIONAL=0``) and once with its ``@transactional`` tools.
+Over one handshake-era session per server, made with plain httpx, it sends sequential
+``increment`` calls (not idempotent, so the ledger engages) in three variants:
+
+- ``plain``: the plain tool, no idempotency key (what a server without the kit's
+  guarantees pays);
+- ``keyed``: the plain tool under a key (the ledger: claim, run, complete);
+- ``transactional``: the transactional tool under a key (claim, staged reads, one commit
+  with the outcome).
+
+Batches of the variants alternate within every round, so drift hits all alike. It reports,
+per store: the server's CPU time per call (from /proc, user + system) and the wall time
+per call, and each variant as a ratio to ``plain``. A benchmark, not a test: it asserts
+nothing about timings and exits 0 when it ran.
 """
 
 from __future__ import annotations
@@ -93,6 +101,10 @@ class RawSession:
         self.http.close()
 
 
+VARIANTS = {"plain": ("plain", False), "keyed": ("plain", True), "transactional": ("tx", True)}
+"""variant -> (which server, keyed)."""
+
+
 def batch(session: RawSession, pid: int, calls: int, keyed: bool) -> tuple[float, float]:
     """(server CPU µs/call, wall µs/call) for ``calls`` sequential increments."""
     cpu, wall = server_cpu(pid), time.perf_counter()
@@ -107,28 +119,41 @@ def measure(env: dict[str, str], calls: int, rounds: int, warmup: int) -> dict[s
         env = {**env, "MCP_JSON_RESPONSE": "1"}
         if "REDIS_URL" not in env:
             env["STATE_DB"] = str(Path(tmp, "state.db"))
-        with ServerProcess(instance="bench", env=env, log_path=Path(tmp, "server.log")) as server:
-            server.start_healthy()
-            session = RawSession(server.url)
+        plain_env = {**env, "MCP_TRANSACTIONAL": "0"}
+        with (
+            ServerProcess(
+                instance="plain", env=plain_env, log_path=Path(tmp, "plain.log")
+            ) as plain,
+            ServerProcess(instance="tx", env=env, log_path=Path(tmp, "tx.log")) as tx,
+        ):
+            plain.start_healthy(120)
+            tx.start_healthy(120)
+            servers = {"plain": plain, "tx": tx}
+            sessions = {name: RawSession(server.url) for name, server in servers.items()}
             try:
-                for keyed in (True, False):
-                    batch(session, server.pid, warmup, keyed)
-                results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+                results: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+
+                def run(variant: str, n: int) -> tuple[float, float]:
+                    which, keyed = VARIANTS[variant]
+                    return batch(sessions[which], servers[which].pid, n, keyed)
+
+                for variant in VARIANTS:
+                    run(variant, warmup)
+                names = list(VARIANTS)
                 for round_no in range(rounds):
-                    order = (True, False) if round_no % 2 == 0 else (False, True)
-                    for keyed in order:
-                        results[keyed].append(batch(session, server.pid, calls, keyed))
+                    order = names if round_no % 2 == 0 else names[::-1]
+                    for variant in order:
+                        results[variant].append(run(variant, calls))
             finally:
-                session.close()
-    keyed_cpu = statistics.median(r[0] for r in results[True])
-    plain_cpu = statistics.median(r[0] for r in results[False])
-    keyed_wall = statistics.median(r[1] for r in results[True])
-    plain_wall = statistics.median(r[1] for r in results[False])
+                for session in sessions.values():
+                    session.close()
+    cpu = {v: statistics.median(r[0] for r in rows) for v, rows in results.items()}
+    wall = {v: statistics.median(r[1] for r in rows) for v, rows in results.items()}
     return {
-        "server_cpu_us": {"keyed": round(keyed_cpu), "unkeyed": round(plain_cpu)},
-        "server_cpu_ratio": round(keyed_cpu / plain_cpu, 2),
-        "wall_us": {"keyed": round(keyed_wall), "unkeyed": round(plain_wall)},
-        "wall_ratio": round(keyed_wall / plain_wall, 2),
+        "server_cpu_us": {v: round(x) for v, x in cpu.items()},
+        "server_cpu_ratio": {v: round(x / cpu["plain"], 2) for v, x in cpu.items()},
+        "wall_us": {v: round(x) for v, x in wall.items()},
+        "wall_ratio": {v: round(x / wall["plain"], 2) for v, x in wall.items()},
     }
 
 
@@ -156,18 +181,24 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"increment, {args.calls} calls x {args.rounds} rounds (medians), keyed vs unkeyed")
-    print(f"{'store':8} {'server CPU µs/call':>26} {'ratio':>6} {'wall µs/call':>22} {'ratio':>6}")
+    print(
+        f"increment, {args.calls} calls x {args.rounds} rounds (medians);"
+        " ratios to the plain unkeyed call"
+    )
+    print(
+        f"{'store':8} {'variant':14} {'server CPU µs/call':>18} {'ratio':>6} {'wall µs/call':>13} {'ratio':>6}"
+    )
     for store in args.stores.split(","):
         row = report[store]
         if isinstance(row, str):
             print(f"{store:8} {row}")
             continue
-        cpu, wall = row["server_cpu_us"], row["wall_us"]
-        print(
-            f"{store:8} {cpu['keyed']:>12} / {cpu['unkeyed']:<11} {row['server_cpu_ratio']:>6}"
-            f" {wall['keyed']:>10} / {wall['unkeyed']:<9} {row['wall_ratio']:>6}"
-        )
+        for variant in VARIANTS:
+            print(
+                f"{store:8} {variant:14} {row['server_cpu_us'][variant]:>18}"
+                f" {row['server_cpu_ratio'][variant]:>6} {row['wall_us'][variant]:>13}"
+                f" {row['wall_ratio'][variant]:>6}"
+            )
     return 0
 
 

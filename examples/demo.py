@@ -1,8 +1,11 @@
 """Demo: three example MCP servers sharing state, and one resilient client talking to them.
 
 The servers are built on the server kit (``mcp_resilient.server``): a non-idempotent
-``increment`` caught in flight by a SIGKILL completes exactly once, with no error; one
-caught by a SIGTERM (a deploy) finishes on the draining replica before it exits.
+``increment`` caught in flight by a SIGKILL completes exactly once, with no error, both
+when the kill comes after the server recorded the answer (it is replayed from the ledger)
+and when it comes mid-run, before the commit (``increment`` is transactional: the dead
+run left no trace, and the re-send runs it afresh); one caught by a SIGTERM (a deploy)
+finishes on the draining replica before it exits.
 
     python -m examples.demo [--servers 3]
 
@@ -31,6 +34,8 @@ import httpx
 from examples._launch import ServerCluster, ServerProcess
 from mcp_resilient import HANDSHAKE_VERSIONS, Event, ResilientClient
 
+#: Seconds the servers get to become healthy (generous: a busy machine starts them slowly).
+START_TIMEOUT = 120.0
 #: Set in a result's ``_meta`` when the server answered from its idempotency ledger.
 REPLAYED_META_KEY = "io.github.mcp-resilient/replayed"
 
@@ -103,16 +108,50 @@ async def run(cluster: ServerCluster) -> None:
             f"increment -> {result.structured_content} ({elapsed:.0f} ms, through the crash;"
             f" ran {runs} time(s), answer replayed from the ledger: {replayed})"
         )
-        notes = await client.call_tool("list_notes")
-        print(f"list_notes -> {notes.structured_content}")
-        print(f"now on {client.endpoint}, session {client.session_id}")
         if result.structured_content != {"result": 4}:
             raise RuntimeError(f"the counter did not continue: {result.structured_content}")
         if runs != 1:
             raise RuntimeError(f"the increment ran {runs} times, not exactly once")
+
+        # Now a kill mid-run: the transactional increment has staged its execution record
+        # and waits before its second write, so nothing is committed yet. The dead run
+        # leaves no trace, and the client's re-send (same key) runs it afresh elsewhere.
+        victim = next(server for server in cluster if server.url == client.endpoint)
+        survivor = next(s for s in cluster if s is not victim and s.running)
+        call_id, hold = uuid.uuid4().hex, uuid.uuid4().hex
+        print(f"\nincrement in flight on {victim.instance}; SIGKILL mid-run, before it commits...")
+        started = time.perf_counter()
+
+        async def mid_run() -> None:
+            outcome["mid"] = await client.call_tool(
+                "increment", {"by": 1, "call_id": call_id, "hold": hold, "hold_at": "between"}
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(mid_run)
+            await until(lambda: gate_state(survivor, hold, "waiting"), "the run is mid-way")
+            applied = await executions(survivor, call_id)
+            print(
+                f"  killing {victim.instance} (pid {victim.pid}) with SIGKILL mid-run"
+                f" (applied so far: {applied})"
+            )
+            victim.kill()
+            await open_gate(survivor, hold)
+        result = outcome["mid"]
+        elapsed = (time.perf_counter() - started) * 1000
+        runs = await executions(survivor, call_id)
+        print(
+            f"increment -> {result.structured_content} ({elapsed:.0f} ms, through the crash;"
+            f" applied {runs} time(s), no error)"
+        )
+        if result.is_error or result.structured_content != {"result": 5} or runs != 1:
+            raise RuntimeError(f"the mid-run kill did not end in one increment: {result}")
+        notes = await client.call_tool("list_notes")
+        print(f"list_notes -> {notes.structured_content}")
+        print(f"now on {client.endpoint}, session {client.session_id}")
         counter = await client.call_tool("get_counter")
-        if counter.structured_content != {"result": 4}:
-            raise RuntimeError(f"the counter is {counter.structured_content}, not 4")
+        if counter.structured_content != {"result": 5}:
+            raise RuntimeError(f"the counter is {counter.structured_content}, not 5")
         await graceful_restart(cluster, client)
         stats = client.stats
         print(
@@ -198,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url = os.environ.get("REDIS_URL")
         env = {"REDIS_URL": redis_url} if redis_url else {"STATE_DB": str(Path(tmp, "state.db"))}
         print(f"starting {args.servers} servers ({'redis' if redis_url else 'sqlite'} state)...")
-        with ServerCluster(args.servers, env=env, prefix="demo", log_dir=tmp) as cluster:
+        cluster = ServerCluster(args.servers, env=env, prefix="demo", log_dir=tmp)
+        cluster.start(START_TIMEOUT)  # stops them all if one never gets healthy
+        try:
             for server in cluster:
                 print(f"  {server.instance}: {server.url} (pid {server.pid})")
             try:
@@ -208,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for server in cluster:
                     print(f"--- {server.instance} log:\n{server.log_tail(20)}", file=sys.stderr)
                 return 1
+        finally:
+            cluster.stop()
     print("servers stopped; done.")
     return 0
 

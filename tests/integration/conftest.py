@@ -25,6 +25,8 @@ CLUSTER_START_TIMEOUT = 120.0
 machine can take a minute to answer their first health check."""
 START_BOUND = CLUSTER_START_TIMEOUT
 """The same bound under the name the kit's tests use."""
+PLAIN_TOOLS = {"MCP_TRANSACTIONAL": "0"}
+"""Server env: the example's state-changing tools are not transactional."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -166,10 +168,11 @@ def running_cluster(
     *,
     size: int = CLUSTER_SIZE,
     prefix: str = "node",
+    timeout: float = START_BOUND,
 ) -> Generator[ServerCluster, None, None]:
     """Start a cluster for a fixture to ``yield from``: logs dumped on failure, always stopped."""
     cluster = ServerCluster(size, env=env, prefix=prefix, log_dir=tmp_path / "logs")
-    cluster.start(CLUSTER_START_TIMEOUT)
+    cluster.start(timeout)
     try:
         yield cluster
     finally:
@@ -181,8 +184,12 @@ def running_cluster(
 def mcp_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
 ) -> Generator[ServerCluster, None, None]:
-    """Three healthy instances sharing state (and the event store) through Redis."""
-    yield from running_cluster(request, tmp_path, redis_env)
+    """Three healthy instances sharing state (and the event store) through Redis.
+
+    Their state-changing tools are plain (``MCP_TRANSACTIONAL=0``): these are the tests
+    of the client's own handling of a call in doubt, which a transactional tool spares it.
+    """
+    yield from running_cluster(request, tmp_path, {**redis_env, **PLAIN_TOOLS})
 
 
 def running_haproxy(

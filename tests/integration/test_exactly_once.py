@@ -1,14 +1,16 @@
 """Exactly-once tool calls on the real cluster: Redis, 3 servers on ``add_resilience``.
 
 Workers send a steady load of non-idempotent increments, each with its own ``call_id``
-(the example server's execution record counts real runs), while backends are SIGKILLed
-at random and then restarted one by one. Both eras, directly and through HAProxy. The
-servers' record must show: no call ran twice, every acknowledged call ran exactly once,
-and every ``OutcomeUnknownError`` is the kind the server confirms (started under its key,
-never finished), never a plain "answer lost".
+(the example server's execution record counts applied runs), while backends are
+SIGKILLed at random, then each SIGKILLed and restarted in turn. Both eras, directly and through
+HAProxy. The example's ``increment`` is transactional, so the servers' record must show:
+0 errors of any kind (a run killed mid-way leaves no trace and runs again), no call
+applied twice, every acknowledged call applied exactly once, and each client's counter
+(its session, or its state id) equal to its acknowledged increments.
 
-Also here: an answer lost after the ledger recorded it is replayed (ran once, no error),
-and a plain server (no capability) behaves as before: in doubt and unsafe means unknown.
+Also here: an answer lost after the ledger recorded it is replayed (ran once, no error);
+a tool that is not transactional, killed mid-run, is a confirmed "outcome unknown"; and a
+plain server (no capability) behaves as before: in doubt and unsafe means unknown.
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ from mcp_types import CallToolResult
 from examples._haproxy import ROUND_ROBIN_CONFIG, HAProxyProcess, haproxy_path
 from mcp_resilient import HANDSHAKE_VERSIONS, OutcomeUnknownError, ResilientClient, RetryPolicy
 from mcp_resilient._classify import IDEMPOTENCY_META_KEY, honours_idempotency_keys
-from tests.integration.conftest import running_cluster
+from tests.integration.conftest import PLAIN_TOOLS, running_cluster
 from tests.rig import ServerCluster, ServerProcess
 from tests.rig.ops import (
     LoadWorker,
-    assert_acked_ran_once,
+    execution_counts,
     executions,
     open_gate,
     progress_after,
     restart_each,
     wait_until,
+    waiting_on,
 )
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +67,18 @@ def kit_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
 ) -> Generator[ServerCluster, None, None]:
     """Three example servers on the kit (ledger on), sharing Redis; a short lease."""
-    yield from running_cluster(request, tmp_path, {**redis_env, "MCP_LEDGER_LEASE": LEASE})
+    yield from running_cluster(
+        request, tmp_path, {**redis_env, "MCP_LEDGER_LEASE": LEASE}, timeout=RESTART_BOUND
+    )
+
+
+@pytest.fixture
+def plain_tools_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
+) -> Generator[ServerCluster, None, None]:
+    """The kit's servers with the ledger on, but tools that are not transactional."""
+    env = {**redis_env, "MCP_LEDGER_LEASE": LEASE, **PLAIN_TOOLS}
+    yield from running_cluster(request, tmp_path, env, timeout=RESTART_BOUND)
 
 
 @pytest.fixture
@@ -111,6 +125,7 @@ async def run_worker(worker: Worker, urls: list[str], era: str, stop: anyio.Even
         worker.final_counter = int(counter.structured_content["result"])
 
 
+@pytest.mark.timeout(900)  # restarts on a busy 2-core machine take their time
 @pytest.mark.parametrize("era", ["handshake", "auto"])
 @pytest.mark.parametrize("setup", ["direct", "haproxy"])
 async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
@@ -138,7 +153,10 @@ async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
                 # can take many seconds to serve a fresh process's first requests).
                 victims = [chaos.choice(kit_cluster.servers) for _ in range(RANDOM_KILLS)]
                 await restart_each(victims, more, graceful=False, timeout=RESTART_BOUND)
-                await restart_each(kit_cluster, more, timeout=RESTART_BOUND)  # rolling restart
+                # Then each replica in turn, SIGKILLed too. (A graceful SIGTERM restart can
+                # end open SSE answers empty, the draining issue: tests/integration/
+                # test_rolling_restart.py.)
+                await restart_each(kit_cluster, more, graceful=False, timeout=RESTART_BOUND)
                 stop.set()
     finally:
         if proxy is not None:
@@ -147,31 +165,29 @@ async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
     calls = sum(w.calls for w in workers)
     unknown = sum(len(w.unknown) for w in workers)
     replayed = sum(w.replayed for w in workers)
+    checker = kit_cluster[0]
+    ran = await execution_counts(checker, [c for w in workers for c in w.acked + w.unknown])
+    duplicates = sorted(cid for cid, n in ran.items() if n > 1)
+    lost = sorted(cid for w in workers for cid in w.acked if ran[cid] != 1)
+    intact = sum(w.final_counter == len(w.acked) for w in workers)
     print(
-        f"\n{setup}/{era}: {calls} increments, {unknown} outcome-unknown (all confirmed),"
+        f"\n{setup}/{era}: {calls} increments, {unknown} errors, {len(duplicates)} duplicates,"
+        f" {len(lost)} lost, state intact in {intact}/{len(workers)} clients,"
         f" {replayed} answered from the ledger after a failure"
     )
-    checker = kit_cluster[0]
+    # A transactional tool: no "outcome unknown", not even a confirmed one.
+    assert not [e for w in workers for e in w.errors]
+    assert not duplicates, f"calls applied more than once: {duplicates}"
+    assert not lost, f"acknowledged calls with no execution record: {lost}"
     for worker in workers:
-        for exc in worker.errors:
-            # Only the kind the server confirms: it started and never finished.
-            assert CONFIRMED in exc.stage, exc
-            assert "started and never finished" in str(exc), exc
-        ran = await assert_acked_ran_once(checker, worker)
-        # State intact: the counter holds every acknowledged increment, and at most those in
-        # doubt besides (one killed mid-body may have recorded its run but not its write);
-        # no acknowledged increment ever saw it go backwards.
-        ran_unknown = sum(ran[cid] for cid in worker.unknown)
-        assert worker.final_counter is not None
-        assert len(worker.acked) <= worker.final_counter <= len(worker.acked) + ran_unknown, (
-            worker.name,
-            worker.final_counter,
-        )
+        assert worker.acked, f"{worker.name} made no progress"
+        # State intact: the counter holds exactly the acknowledged increments, and no
+        # acknowledged increment ever saw it go backwards.
+        assert worker.final_counter == len(worker.acked), worker
         backwards = [
             (a, b) for a, b in zip(worker.values, worker.values[1:], strict=False) if b <= a
         ]
         assert not backwards, f"{worker.name}: counter went backwards: {backwards[:5]}"
-    print(f"{setup}/{era}: state intact in {len(workers)} of {len(workers)} clients")
 
 
 @pytest.mark.parametrize("era", ["handshake", "stateless"])
@@ -206,26 +222,18 @@ async def _kill_the_holder(
     """
 
     async def held() -> bool:
-        return await _waiting_on(cluster[0], gate) is not None
+        return await waiting_on(cluster[0], gate) is not None
 
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
             await wait_until(held, what)
-            instance = await _waiting_on(cluster[0], gate)
+            instance = await waiting_on(cluster[0], gate)
             holder = next(s for s in cluster if s.instance == instance)
             holder.kill()
             witness = next(s for s in cluster if s is not holder)
             await open_gate(witness, gate)
     return holder, witness
-
-
-async def _waiting_on(server: ServerProcess, gate: str) -> str | None:
-    """The instance whose call waits at ``gate`` (the example records it in the store)."""
-    async with httpx.AsyncClient(timeout=5) as http:
-        body = (await http.get(f"{server.base_url}/gates/{gate}")).json()
-    waiting = body["waiting"]
-    return str(waiting) if waiting else None
 
 
 @pytest.mark.parametrize("era", ["handshake", "stateless"])
@@ -276,9 +284,9 @@ async def test_without_the_capability_behaviour_is_unchanged(
 @pytest.mark.parametrize("era", ["handshake", "stateless"])
 @pytest.mark.parametrize("idempotent", [None, True])
 async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
-    kit_cluster: ServerCluster, era: str, idempotent: bool | None
+    plain_tools_cluster: ServerCluster, era: str, idempotent: bool | None
 ) -> None:
-    """SIGKILL while the tool runs (before any answer is recorded).
+    """SIGKILL while a tool that is not transactional runs (before any answer is recorded).
 
     The client re-sends with the same key; the ledger says "started, never finished" once
     the dead owner's lease runs out. A non-idempotent call ends as a confirmed
@@ -300,7 +308,7 @@ async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
             timeout=httpx.Timeout(10.0, read=None), event_hooks={"request": [record]}
         ) as http,
         ResilientClient(
-            kit_cluster.urls, http_client=http, retry=FAST, protocol_version=ERAS[era]
+            plain_tools_cluster.urls, http_client=http, retry=FAST, protocol_version=ERAS[era]
         ) as client,
     ):
 
@@ -316,7 +324,7 @@ async def test_run_killed_mid_tool_is_confirmed_unknown_unless_safe(
                 outcome["value"] = exc
 
         holder, witness = await _kill_the_holder(
-            kit_cluster, gate, call, "increment committed and held at its gate"
+            plain_tools_cluster, gate, call, "increment committed and held at its gate"
         )
     value = outcome["value"]
     keys = [body["params"]["_meta"][IDEMPOTENCY_META_KEY] for body in sent]
