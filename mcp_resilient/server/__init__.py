@@ -34,7 +34,7 @@ from ._kit import (
 )
 from ._ledger import DEFAULT_LEASE, DEFAULT_RESULT_TTL, DEFAULT_WAIT, Ledger, LedgerError
 from ._redis import RedisStore
-from ._store import LedgerRecord, SQLiteStore, Store, StoreError
+from ._store import LedgerRecord, NotReplicatedError, SQLiteStore, Store, StoreError
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -52,6 +52,8 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerRecord",
+    "NotReplicatedError",
+    "PostgresStore",
     "RedisStore",
     "Resilience",
     "SQLiteStore",
@@ -62,3 +64,12 @@ __all__ = [
     "default_principal",
     "session_state",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``PostgresStore`` needs the ``postgres`` extra (psycopg): imported on first use."""
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,7 @@ from .._classify import (
     LEDGER_STARTED_NOT_FINISHED,
     LEDGER_UNAVAILABLE,
 )
-from ._store import LedgerRecord, Store, StoreError
+from ._store import LedgerRecord, NotReplicatedError, Store, StoreError
 
 __all__ = ["DEFAULT_LEASE", "DEFAULT_RESULT_TTL", "DEFAULT_WAIT", "Ledger", "LedgerError"]
 
@@ -92,7 +92,7 @@ class Ledger:
             except StoreError as exc:
                 raise self._unavailable(key, exc) from exc
             if existing is None:
-                return await self._own(record_key, owner, call), True
+                return await self._own(record_key, owner, call, key), True
             outcome = await self._follow(record_key, key, fp, existing)
             if outcome is not None:
                 return outcome, False
@@ -106,7 +106,38 @@ class Ledger:
             {"idempotencyKey": key},
         )
 
-    async def _own(self, record_key: str, owner: str, call: Callable[[], Awaitable[str]]) -> str:
+    async def _own(
+        self, record_key: str, owner: str, call: Callable[[], Awaitable[str]], key: str = ""
+    ) -> str:
+        # A store that can (PostgreSQL) runs the tool and the outcome in one transaction.
+        unit = getattr(self.store, "ledger_unit", None)
+        if unit is None:
+            return await self._run_owned(record_key, owner, call, key, joined=False)
+        try:
+            async with unit(record_key):
+                return await self._run_owned(record_key, owner, call, key, joined=True)
+        except StoreError as exc:  # the commit of the tool's writes and outcome failed
+            raise self._not_durable(record_key, key, exc) from exc
+
+    def _not_durable(self, record_key: str, key: str, exc: StoreError) -> LedgerError:
+        """The tool ran but its outcome is not safely stored: no answer it could not back."""
+        logger.warning("outcome of %s not stored durably: %s", record_key, exc)
+        return LedgerError(
+            LEDGER_STARTED_NOT_FINISHED,
+            "the call ran, but the server could not store its outcome durably"
+            f" ({type(exc).__name__}); it was not run again",
+            {"idempotencyKey": key},
+        )
+
+    async def _run_owned(
+        self,
+        record_key: str,
+        owner: str,
+        call: Callable[[], Awaitable[str]],
+        key: str,
+        *,
+        joined: bool,
+    ) -> str:
         encoded: str | None = None
         error: BaseException | None = None
         async with anyio.create_task_group() as tg:
@@ -127,6 +158,10 @@ class Ledger:
             if not await self.store.complete(record_key, owner, encoded, ttl=self.result_ttl):
                 logger.warning("ledger record %s was no longer ours at completion", record_key)
         except StoreError as exc:
+            if joined or isinstance(exc, NotReplicatedError):
+                # The outcome (and with it maybe the tool's writes) may not survive: an
+                # answer now would be an acknowledgement the store cannot back.
+                raise self._not_durable(record_key, key, exc) from exc
             # The tool ran; the caller still gets its answer. Duplicates will be told it
             # started and never finished, which is the truth as far as the ledger knows.
             logger.warning("could not store the outcome of %s: %s", record_key, exc)

@@ -19,7 +19,7 @@ from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio.to_thread
 
-__all__ = ["LedgerRecord", "SQLiteStore", "Store", "StoreError"]
+__all__ = ["LedgerRecord", "NotReplicatedError", "SQLiteStore", "Store", "StoreError"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,14 @@ _SWEEP_INTERVAL = 30.0
 
 class StoreError(Exception):
     """The store could not be reached or refused the operation."""
+
+
+class NotReplicatedError(StoreError):
+    """The write happened on the primary but too few replicas confirmed it in time.
+
+    It may survive, or vanish if the primary fails before it replicates: the store does
+    not acknowledge it (see ``wait_replicas`` in docs/stores.md).
+    """
 
 
 @dataclass(frozen=True, slots=True)
