@@ -305,6 +305,18 @@ class RedisSentinelSet:
             timeout,
             self.log_tail,
         )
+        if self.current_primary_port() == self.replica.port:
+            self.primary, self.replica = self.replica, self.primary
+        # The old primary follows the new one: wait until it is a replica in sync again.
+        _wait_for(
+            "old primary in sync as a replica",
+            lambda: (
+                _info(self.replica.port, "replication").get("master_link_status") == "up"
+                and _info(self.primary.port, "replication").get("connected_slaves", "0") != "0"
+            ),
+            timeout,
+            self.log_tail,
+        )
 
     def stop(self) -> None:
         if self._sentinel is not None:

@@ -122,10 +122,14 @@ class Ledger:
     def _not_durable(self, record_key: str, key: str, exc: StoreError) -> LedgerError:
         """The tool ran but its outcome is not safely stored: no answer it could not back."""
         logger.warning("outcome of %s not stored durably: %s", record_key, exc)
+        why = (
+            "no replica of its store confirmed the outcome in time"
+            if isinstance(exc, NotReplicatedError)
+            else "its store did not commit the outcome"
+        )
         return LedgerError(
             LEDGER_STARTED_NOT_FINISHED,
-            "the call ran, but the server could not store its outcome durably"
-            f" ({type(exc).__name__}); it was not run again",
+            f"the call ran, but {why}, so the server cannot vouch for it; it was not run again",
             {"idempotencyKey": key},
         )
 
