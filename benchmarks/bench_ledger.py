@@ -2,14 +2,19 @@
 
     .venv/bin/python benchmarks/bench_ledger.py                 # 300 calls x 5 rounds per store
     .venv/bin/python benchmarks/bench_ledger.py --calls 50 --rounds 2 --stores sqlite
+    .venv/bin/python benchmarks/bench_ledger.py --stores all    # + Cluster, Sentinel, PostgreSQL
 
 Starts the example server (``examples/stateful_server.py``, built on the server kit) in
-its own process, once per store (SQLite file; Redis on a throwaway ``redis-server``),
+its own process, once per store (SQLite file; Redis on a throwaway ``redis-server``; a
+Redis Cluster of 3 primaries with a replica each and a primary/replica pair under Sentinel,
+each with ``WAIT`` for one replica and without; PostgreSQL on a throwaway server),
 opens one handshake-era session with plain httpx, and sends sequential ``increment``
 calls (not idempotent, so the ledger engages) with and without an idempotency key in
 ``params._meta``. Keyed and unkeyed batches alternate within every round, so drift hits
 both alike. It reports, per store: the server's CPU time per call (from /proc, user +
-system: the ledger's cost) and the wall time per call, each keyed / unkeyed as a ratio.
+system: the ledger's cost) and the wall time per call, each keyed / unkeyed as a ratio,
+and what that makes per replica: keyed calls per second for one sequential client, and
+keyed calls per CPU-second of the replica (its ceiling when the CPU is the limit).
 A benchmark, not a test: it asserts nothing about timings and exits 0 when it ran.
 """
 
@@ -31,6 +36,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from examples._launch import RedisProcess, ServerProcess, redis_server_path
+from examples._services import (
+    PostgresProcess,
+    RedisClusterProcess,
+    RedisSentinelSet,
+    postgres_bindir,
+)
 from mcp_resilient._classify import IDEMPOTENCY_META_KEY
 
 PROTOCOL = "2025-11-25"
@@ -105,7 +116,7 @@ def batch(session: RawSession, pid: int, calls: int, keyed: bool) -> tuple[float
 def measure(env: dict[str, str], calls: int, rounds: int, warmup: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         env = {**env, "MCP_JSON_RESPONSE": "1"}
-        if "REDIS_URL" not in env:
+        if "REDIS_URL" not in env and "POSTGRES_URL" not in env:
             env["STATE_DB"] = str(Path(tmp, "state.db"))
         with ServerProcess(instance="bench", env=env, log_path=Path(tmp, "server.log")) as server:
             server.start_healthy()
@@ -129,7 +140,46 @@ def measure(env: dict[str, str], calls: int, rounds: int, warmup: int) -> dict[s
         "server_cpu_ratio": round(keyed_cpu / plain_cpu, 2),
         "wall_us": {"keyed": round(keyed_wall), "unkeyed": round(plain_wall)},
         "wall_ratio": round(keyed_wall / plain_wall, 2),
+        "keyed_calls_per_s": round(1e6 / keyed_wall),
+        "keyed_calls_per_cpu_s": round(1e6 / keyed_cpu),
     }
+
+
+ALL_STORES = [
+    "sqlite",
+    "redis",
+    "redis-cluster",
+    "redis-cluster-nowait",
+    "redis-sentinel",
+    "redis-sentinel-nowait",
+    "postgres",
+]
+
+
+def measure_store(store: str, calls: int, rounds: int, warmup: int) -> dict[str, Any] | str:
+    """One store's figures, or why it was skipped."""
+    run = lambda env: measure(env, calls, rounds, warmup)  # noqa: E731
+    base = {"STATE_PREFIX": "bench-ledger"}
+    if store == "sqlite":
+        return run({})
+    if store.startswith("redis") and redis_server_path() is None:
+        return "skipped: redis-server is not on PATH"
+    query = "?wait_replicas=0" if store.endswith("-nowait") else ""
+    if store == "redis":
+        with RedisProcess() as redis:
+            return run({**base, "REDIS_URL": redis.url})
+    if store.startswith("redis-cluster"):
+        with RedisClusterProcess() as cluster:
+            return run({**base, "REDIS_URL": cluster.url + query})
+    if store.startswith("redis-sentinel"):
+        with RedisSentinelSet() as sentinel:
+            return run({**base, "REDIS_URL": sentinel.url + query})
+    if store == "postgres":
+        if postgres_bindir() is None:
+            return "skipped: PostgreSQL is not installed"
+        with PostgresProcess() as postgres:
+            return run({**base, "POSTGRES_URL": postgres.url})
+    raise ValueError(f"unknown store {store!r}")
 
 
 def main() -> int:
@@ -141,32 +191,29 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report: dict[str, Any] = {"calls": args.calls, "rounds": args.rounds}
-    for store in args.stores.split(","):
-        if store == "sqlite":
-            report["sqlite"] = measure({}, args.calls, args.rounds, args.warmup)
-        elif store == "redis":
-            if redis_server_path() is None:
-                report["redis"] = "skipped: redis-server is not on PATH"
-                continue
-            with RedisProcess() as redis:
-                env = {"REDIS_URL": redis.url, "STATE_PREFIX": "bench-ledger"}
-                report["redis"] = measure(env, args.calls, args.rounds, args.warmup)
-        else:
-            parser.error(f"unknown store {store!r}")
+    stores = ALL_STORES if args.stores == "all" else args.stores.split(",")
+    for store in stores:
+        if store not in ALL_STORES:
+            parser.error(f"unknown store {store!r} (one of {', '.join(ALL_STORES)}, or all)")
+        report[store] = measure_store(store, args.calls, args.rounds, args.warmup)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"increment, {args.calls} calls x {args.rounds} rounds (medians), keyed vs unkeyed")
-    print(f"{'store':8} {'server CPU µs/call':>26} {'ratio':>6} {'wall µs/call':>22} {'ratio':>6}")
-    for store in args.stores.split(","):
+    print(
+        f"{'store':22} {'server CPU µs/call':>26} {'ratio':>6} {'wall µs/call':>22} {'ratio':>6}"
+        f" {'keyed/s':>8} {'keyed/CPU-s':>11}"
+    )
+    for store in stores:
         row = report[store]
         if isinstance(row, str):
-            print(f"{store:8} {row}")
+            print(f"{store:22} {row}")
             continue
         cpu, wall = row["server_cpu_us"], row["wall_us"]
         print(
-            f"{store:8} {cpu['keyed']:>12} / {cpu['unkeyed']:<11} {row['server_cpu_ratio']:>6}"
+            f"{store:22} {cpu['keyed']:>12} / {cpu['unkeyed']:<11} {row['server_cpu_ratio']:>6}"
             f" {wall['keyed']:>10} / {wall['unkeyed']:<9} {row['wall_ratio']:>6}"
+            f" {row['keyed_calls_per_s']:>8} {row['keyed_calls_per_cpu_s']:>11}"
         )
     return 0
 

@@ -34,7 +34,7 @@ LOOPBACK = "127.0.0.1"
 #: Interval between readiness probes; each probe is a wait on process exit, not a sleep.
 POLL_INTERVAL = 0.05
 #: Environment variables that choose a server's backends; never inherited by accident.
-_SERVER_ENV_KEYS = ("REDIS_URL", "STATE_DB", "STATE_PREFIX", "MCP_INSTANCE")
+_SERVER_ENV_KEYS = ("REDIS_URL", "POSTGRES_URL", "STATE_DB", "STATE_PREFIX", "MCP_INSTANCE")
 _SERVER_ENV_PREFIXES = ("MCP_",)
 
 _live: set[subprocess.Popen[bytes]] = set()

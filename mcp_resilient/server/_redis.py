@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
@@ -184,6 +184,21 @@ def _hosts(netloc: str, default_port: int) -> tuple[dict[str, str], list[tuple[s
     return creds, hosts
 
 
+def _wait_options(url: str, replicas: int | None, timeout: float) -> tuple[str, int | None, float]:
+    """``?wait_replicas=N&wait_timeout=S`` in the URL (for deployments configured by URL);
+    explicit arguments win. The two are taken out of the URL the driver sees."""
+    parts = urlsplit(url)
+    kept: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "wait_replicas":
+            replicas = int(value) if replicas is None else replicas
+        elif name == "wait_timeout":
+            timeout = float(value) if timeout == DEFAULT_WAIT_TIMEOUT else timeout
+        else:
+            kept.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), replicas, timeout
+
+
 class RedisStore:
     """The store in Redis: one server, a Sentinel-managed primary, or a Redis Cluster.
 
@@ -199,7 +214,8 @@ class RedisStore:
 
     ``wait_replicas``: every write waits (``WAIT``) until that many replicas have it, at
     most ``wait_timeout`` seconds, and fails with ``NotReplicatedError`` otherwise. Default:
-    1 for Sentinel and cluster (they exist to have replicas), 0 for one server.
+    1 for Sentinel and cluster (they exist to have replicas), 0 for one server. A URL may
+    carry both (``?wait_replicas=0&wait_timeout=0.5``); arguments given here win.
     """
 
     name = "redis"
@@ -233,6 +249,7 @@ class RedisStore:
             self._redis = url
             self.mode = "sentinel" if "Sentinel" in pool_kind else "single"
         else:
+            url, wait_replicas, wait_timeout = _wait_options(url, wait_replicas, wait_timeout)
             self._open(url, cluster)
         if self.mode != "single":
             self.name = f"redis-{self.mode}"
@@ -277,6 +294,13 @@ class RedisStore:
         else:
             self._redis = Redis.from_url(url, **self._options)
             self.mode = "single"
+
+    @property
+    def event_store_client(self) -> Any:
+        """The client an SSE event store can share (Sentinel and cluster mode), else None."""
+        if self.mode == "single" or self.url is None:
+            return None
+        return self._redis
 
     # -- keys ------------------------------------------------------------------------
 

@@ -102,6 +102,9 @@ class LoadWorker:
     unknown: list[str] = field(default_factory=list)
     """The call ids that ended in ``OutcomeUnknownError`` (the errors are in ``errors``)."""
     errors: list[OutcomeUnknownError] = field(default_factory=list)
+    tool_errors: dict[str, str] | None = None
+    """When a dict, answers with ``isError`` are recorded here (call id: text) instead of
+    failing the worker: for loads where the server may refuse work (a store failing over)."""
 
     @property
     def calls(self) -> int:
@@ -123,6 +126,9 @@ class LoadWorker:
             except OutcomeUnknownError as exc:
                 self.unknown.append(call_id)
                 self.errors.append(exc)
+                continue
+            if result.is_error and self.tool_errors is not None:
+                self.tool_errors[call_id] = " ".join(str(c) for c in result.content)[:200]
                 continue
             assert result.is_error is False, result
             self.acked.append(call_id)
