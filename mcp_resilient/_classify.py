@@ -33,6 +33,7 @@ __all__ = [
     "LEDGER_STARTED_NOT_FINISHED",
     "LEDGER_UNAVAILABLE",
     "SAFE_METHODS",
+    "STATE_ID_META_KEY",
     "Failure",
     "classify",
     "honours_idempotency_keys",
@@ -46,6 +47,8 @@ IDEMPOTENCY_CAPABILITY = "io.github.mcp-resilient/idempotency"
 """Capability (``experimental`` / ``extensions``) of a server that honours idempotency keys."""
 IDEMPOTENCY_META_KEY = "io.github.mcp-resilient/idempotencyKey"
 """The ``params._meta`` key that names one ``tools/call`` across every re-send."""
+STATE_ID_META_KEY = "io.github.mcp-resilient/stateId"
+"""The ``params._meta`` key naming the client's server-side state in the 2026-07-28 era."""
 LEDGER_STARTED_NOT_FINISHED = -31901
 """A run under this key started and its owner died before recording a result."""
 LEDGER_IN_PROGRESS = -31902

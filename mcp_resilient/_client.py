@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -98,6 +99,13 @@ def _default_http_client(
     )
 
 
+MAX_STATE_ID_LENGTH = 255
+
+
+def _visible_ascii(text: str, limit: int) -> bool:
+    return 0 < len(text) <= limit and all("\x21" <= ch <= "\x7e" for ch in text)
+
+
 class ResilientClient:
     """An MCP client over Streamable HTTP that keeps working when servers fail.
 
@@ -142,6 +150,10 @@ class ResilientClient:
             ``"ignore"``: only the ``resume_failed`` event and log line.
         max_connections: Connections the client's own HTTP pool may open at once, so calls
             in flight at once (``None``: no limit). Only without ``http_client``.
+        state_id: Names this client's state on servers built with the kit, sent in
+            ``params._meta`` of every 2026-07-28 request (docs/exactly-once.md): a random
+            id by default, stable for the life of the client; set it (e.g. to a
+            conversation id) to share state across clients or processes.
 
     The client may be opened in one task and closed in another (app lifespans, fixtures,
     ``asyncio.wait_for``), as an ``httpx.AsyncClient``. It runs on asyncio. Once closed it
@@ -173,6 +185,7 @@ class ResilientClient:
         trust_annotations: bool = True,
         on_resume_failure: Literal["raise", "ignore"] = "raise",
         max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        state_id: str | None = None,
     ) -> None:
         urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not urls:
@@ -190,6 +203,11 @@ class ResilientClient:
                 "max_connections sets the limit of the client's own connection pool; with"
                 " http_client=, set limits=httpx.Limits(...) on that client instead"
             )
+        if state_id is not None and not _visible_ascii(state_id, MAX_STATE_ID_LENGTH):
+            raise ValueError(
+                f"state_id must be 1 to {MAX_STATE_ID_LENGTH} visible ASCII characters"
+            )
+        self._state_id = state_id or uuid.uuid4().hex
         self._max_connections = max_connections
         self._closed = False
         self._flights: set[_Flight] = set()
@@ -230,6 +248,7 @@ class ResilientClient:
                 # 2026-07-28 servers log only to requests that ask; a log handler of one's
                 # own asks.
                 log_level="debug" if log_handler is not None else None,
+                state_id=self._state_id,
             ),
             listen=listen,
             resume_tool=resume_tool,
@@ -239,6 +258,11 @@ class ResilientClient:
             list_tools=lambda timeout: self.list_tools(timeout=timeout),
         )
         self._stack: AsyncExitStack | None = None
+
+    @property
+    def state_id(self) -> str:
+        """The id of this client's state on kit servers (2026-07-28 era); read-only."""
+        return self._state_id
 
     # The recovery layer's knobs, settable on the client as before.
 

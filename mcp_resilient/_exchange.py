@@ -203,7 +203,11 @@ class Session:
         finally:
             self._pending.pop(rid, None)
             self._progress.pop(rid, None)
-        return self._result_of(method, pending)
+        try:
+            return self._result_of(method, pending)
+        except MCPError as exc:
+            exc.request_id = rid  # errors name the request they answer
+            raise
 
     def _result_of(self, method: str, pending: _Pending) -> dict[str, Any]:
         response = pending.message

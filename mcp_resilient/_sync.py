@@ -146,6 +146,11 @@ class SyncResilientClient:
         return self._client.endpoints
 
     @property
+    def state_id(self) -> str:
+        """The id of this client's state on kit servers (2026-07-28 era); read-only."""
+        return self._client.state_id
+
+    @property
     def stats(self) -> ClientStats:
         """Counters of what the client had to do to keep going."""
         return self._client.stats

@@ -63,6 +63,7 @@ class Negotiator:
         tool: Callable[[str], mcp_types.Tool | None],
         wants_notifications: bool,
         log_level: str | None = None,
+        state_id: str | None = None,
     ) -> None:
         check_version(mode)
         self.mode = mode
@@ -74,6 +75,7 @@ class Negotiator:
             tool=tool,
             wants_notifications=wants_notifications,
             log_level=log_level,
+            state_id=state_id,
         )
         self.known: dict[str, EraKind] = {}
         self._forgotten: dict[str, EraKind | None] = {}

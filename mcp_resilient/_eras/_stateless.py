@@ -20,6 +20,7 @@ import anyio
 import mcp_types
 from pydantic import ValidationError
 
+from .._classify import STATE_ID_META_KEY
 from .._events import EventSink
 from .._exchange import Session
 from .._handlers import Handlers
@@ -88,6 +89,8 @@ class StatelessSettings:
     log_level: str | None = None
     resource_subscriptions: list[str] = field(default_factory=list)
     """URIs whose ``notifications/resources/updated`` the listen stream asks for."""
+    state_id: str | None = None
+    """Sent as ``io.github.mcp-resilient/stateId`` on every request: the kit keys state on it."""
     server_capabilities: dict[str, Any] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     """One counter for the whole client: a request id is never used twice, on any endpoint."""
@@ -132,6 +135,8 @@ class StatelessEra:
         meta[_CLIENT_INFO] = self._client_info
         if self.settings.log_level is not None:
             meta[_LOG_LEVEL] = self.settings.log_level
+        if self.settings.state_id is not None:
+            meta[STATE_ID_META_KEY] = self.settings.state_id
         prepared["_meta"] = meta
         return prepared
 

@@ -21,6 +21,7 @@ from .._classify import (
     LEDGER_KEY_CONFLICT,
     LEDGER_STARTED_NOT_FINISHED,
     LEDGER_UNAVAILABLE,
+    STATE_ID_META_KEY,
 )
 from ._kit import (
     DEFAULT_SESSION_TTL,
@@ -48,6 +49,7 @@ __all__ = [
     "LEDGER_STARTED_NOT_FINISHED",
     "LEDGER_UNAVAILABLE",
     "REPLAYED_META_KEY",
+    "STATE_ID_META_KEY",
     "IdempotencyMiddleware",
     "Ledger",
     "LedgerError",

@@ -8,7 +8,6 @@ SSE event store for the handshake era (in the same Redis when the store is Redis
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import weakref
@@ -19,19 +18,33 @@ from typing import Any
 import anyio
 import mcp_types
 from fastmcp import Context, FastMCP
-from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import (
+    AuthorizationError,
+    DisabledError,
+    NotFoundError,
+    ToolError,
+    ValidationError,
+)
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.event_store import EventStore
 from fastmcp.server.extensions import ServerExtension
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from fastmcp.tools.base import ToolResult
+from fastmcp.tools.base import InputRequiredToolResult, ToolResult
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .._classify import IDEMPOTENCY_CAPABILITY, IDEMPOTENCY_META_KEY
-from ._ledger import DEFAULT_LEASE, DEFAULT_RESULT_TTL, DEFAULT_WAIT, Ledger, fingerprint
+from ._ledger import (
+    DEFAULT_LEASE,
+    DEFAULT_RESULT_TTL,
+    DEFAULT_WAIT,
+    Ledger,
+    Unrecorded,
+    fingerprint,
+)
+from ._state import DEFAULT_SESSION_TTL, SessionState, state_key
 from ._store import Store, StoreError
 
 __all__ = [
@@ -47,17 +60,16 @@ __all__ = [
 
 logger = logging.getLogger("mcp_resilient.server")
 
-DEFAULT_SESSION_TTL = 24 * 3600.0
-"""Seconds a session's state lives after its last write (sliding)."""
 REPLAYED_META_KEY = "io.github.mcp-resilient/replayed"
 """Set to ``true`` in ``_meta`` of a result served from the ledger instead of a new run."""
-_OWNER_KEY = "__owner__"
 _HEALTH_TIMEOUT = 2.0
 _MAX_KEY_LENGTH = 255
-_OWNERS_CACHED = 10_000
 _content_adapter: TypeAdapter[list[mcp_types.ContentBlock]] = TypeAdapter(
     list[mcp_types.ContentBlock]
 )
+
+#: Raised before a tool's body runs (FastMCP's lookup, argument validation, auth checks).
+_REFUSALS = (NotFoundError, DisabledError, ValidationError, AuthorizationError)
 
 Principal = Callable[[Context | None], str]
 ResumeSummary = Callable[["SessionState"], Awaitable[Mapping[str, Any]]]
@@ -75,88 +87,6 @@ def default_principal(_ctx: Context | None = None) -> str:
     claims = token.claims or {}
     subject = claims.get("sub") or token.subject or token.client_id
     return f"principal:{claims.get('iss', '')}:{subject}"
-
-
-def _scope_hash(principal: str) -> str:
-    return hashlib.sha256(principal.encode()).hexdigest()[:32]
-
-
-class SessionState:
-    """One session's state in the store, for tool authors: ``mcp:session:{id}:{key}``.
-
-    Every write slides the TTL of all the session's keys, so a session in use never
-    loses part of its state. The first write records the session's principal, which
-    ``resume_session`` checks before handing the state to another session.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        session_id: str,
-        *,
-        principal: str = "anonymous",
-        ttl: float | None = DEFAULT_SESSION_TTL,
-        _owned: set[str] | None = None,
-    ) -> None:
-        self.store = store
-        self.session_id = session_id
-        self.principal = principal
-        self.ttl = ttl
-        self.prefix = f"{store.prefix}session:{session_id}:"
-        self._owned = _owned if _owned is not None else set()
-
-    async def _bind(self) -> None:
-        marker = f"{self.prefix}{self.principal}"
-        if marker in self._owned:
-            return
-        await self.store.set(
-            self.prefix + _OWNER_KEY,
-            _scope_hash(self.principal),
-            ttl=self.ttl,
-            touch=self.prefix,
-        )
-        if len(self._owned) >= _OWNERS_CACHED:
-            self._owned.clear()
-        self._owned.add(marker)
-
-    async def get(self, key: str) -> str | None:
-        return await self.store.get(self.prefix + key)
-
-    async def set(self, key: str, value: str) -> None:
-        await self._bind()
-        await self.store.set(self.prefix + key, value, ttl=self.ttl, touch=self.prefix)
-
-    async def incr(self, key: str, by: int = 1) -> int:
-        """Add ``by`` to an integer (0 when absent), atomically; the new value."""
-        await self._bind()
-        return await self.store.incr(self.prefix + key, by, ttl=self.ttl, touch=self.prefix)
-
-    async def append(self, key: str, value: str) -> int:
-        """Append to a list, atomically; its new length."""
-        await self._bind()
-        return await self.store.append(self.prefix + key, value, ttl=self.ttl, touch=self.prefix)
-
-    async def get_list(self, key: str) -> list[str]:
-        return await self.store.get_list(self.prefix + key)
-
-    async def owner(self) -> str | None:
-        """The hash of the principal that wrote this session's state (None: no state)."""
-        return await self.store.get(self.prefix + _OWNER_KEY)
-
-    async def take_over(self, old_session_id: str) -> bool:
-        """Replace this session's state by a copy of ``old_session_id``'s.
-
-        Refused (``ToolError``) when the old session belongs to another principal.
-        False when the old session has no state (expired, or never written).
-        """
-        old = SessionState(self.store, old_session_id, principal=self.principal, ttl=self.ttl)
-        owner = await old.owner()
-        if owner is None:
-            return False
-        if owner != _scope_hash(self.principal):
-            raise ToolError("that session belongs to another principal; its state was not copied")
-        await self.store.copy_prefix(old.prefix, self.prefix, ttl=self.ttl)
-        return True
 
 
 class IdempotencyMiddleware(Middleware):
@@ -215,6 +145,10 @@ class IdempotencyMiddleware(Middleware):
         async def run() -> str:
             try:
                 result = await call_next(context)
+            except _REFUSALS as exc:
+                # Refused before the body ran: no outcome, nothing to remember. A re-send
+                # meets the same checks (and runs once if they pass now).
+                raise Unrecorded(exc) from exc
             except ToolError as exc:
                 first["error"] = exc
                 return json.dumps({"toolError": str(exc)})
@@ -223,10 +157,19 @@ class IdempotencyMiddleware(Middleware):
                 return json.dumps(
                     {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
                 )
+            if isinstance(result, InputRequiredToolResult):
+                # A 2026-07-28 round: the call goes on in the next leg, under the same key.
+                raise Unrecorded(result)
             first["result"] = result
             return _encode_result(result)
 
-        encoded, ran = await self.ledger.run(scope, key, fp, run)
+        try:
+            encoded, ran = await self.ledger.run(scope, key, fp, run)
+        except Unrecorded as answer:
+            if isinstance(answer.value, BaseException):
+                raise answer.value from None
+            leg: ToolResult = answer.value
+            return leg
         if ran:
             if "error" in first:
                 raise first["error"]
@@ -293,15 +236,24 @@ class Resilience:
     event_store: EventStore | None
     session_ttl: float | None
     principal: Principal
-    _owned: set[str] = field(default_factory=set)
+    _owned: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def state(self, ctx: Context) -> SessionState:
-        """This request's session state (``mcp:session:{ctx.session_id}:...``)."""
+        """This request's state: its session's (handshake era) or its state id's (2026-07-28).
+
+        Without a state id in the 2026-07-28 era, the helper raises a ``ToolError`` that
+        says how to send one at its first use (nothing is written).
+        """
+        key = state_key(ctx)
+        missing = key if isinstance(key, str) else None
+        kind, ident = key if not isinstance(key, str) else ("state", "")
         return SessionState(
             self.store,
-            ctx.session_id,
+            ident,
             principal=self.principal(ctx),
             ttl=self.session_ttl,
+            kind=kind,
+            missing=missing,
             _owned=self._owned,
         )
 
@@ -444,7 +396,9 @@ def _add_health(
             with anyio.fail_after(_HEALTH_TIMEOUT):
                 await kit.store.ping()
         except (StoreError, TimeoutError) as exc:
-            error = str(exc) or "store did not answer"
+            # Said to anyone who asks: what is down, never how to reach it.
+            logger.warning("health: the %s store failed: %s", kit.store.name, exc or "timeout")
+            error = f"the {kit.store.name} store did not answer"
         body: dict[str, Any] = {
             "status": "ok" if error is None else "unavailable",
             "store": kit.store.name,

@@ -27,7 +27,14 @@ from .._classify import (
 )
 from ._store import LedgerRecord, NotReplicatedError, Store, StoreError
 
-__all__ = ["DEFAULT_LEASE", "DEFAULT_RESULT_TTL", "DEFAULT_WAIT", "Ledger", "LedgerError"]
+__all__ = [
+    "DEFAULT_LEASE",
+    "DEFAULT_RESULT_TTL",
+    "DEFAULT_WAIT",
+    "Ledger",
+    "LedgerError",
+    "Unrecorded",
+]
 
 logger = logging.getLogger("mcp_resilient.server")
 
@@ -42,8 +49,30 @@ _RELEASE_TIMEOUT = 2.0
 _MAX_RECLAIMS = 3
 
 
+def short_hash(text: str) -> str:
+    """What logs name a ledger record by: a record key holds the idempotency key, which on
+    a server without auth is the only secret guarding the call's outcome."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class LedgerError(MCPError):
     """A JSON-RPC error of the exactly-once extension (codes in ``mcp_resilient._classify``)."""
+
+
+class Unrecorded(Exception):
+    """Raised by a run whose answer is not the call's outcome, so the ledger drops the
+    record instead of storing it and the next leg or re-send under the key runs:
+
+    - a 2026-07-28 ``input_required`` round (the call goes on in a later leg);
+    - a refusal before the tool body ran (unknown tool, invalid arguments, not
+      authorized): nothing ran, and a re-send meets the same checks again.
+
+    ``value`` is handed back to the caller.
+    """
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("an answer that is not the call's outcome")
+        self.value = value
 
 
 def fingerprint(name: str, arguments: Any) -> str:
@@ -100,9 +129,12 @@ class Ledger:
         raise self._unavailable(key, StoreError("the record kept vanishing"))
 
     def _unavailable(self, key: str, exc: Exception) -> LedgerError:
+        # The detail (which store, what failed) goes to the log, never to the caller.
+        logger.warning("idempotency ledger unavailable (key #%s): %s", short_hash(key), exc)
         return LedgerError(
             LEDGER_UNAVAILABLE,
-            f"idempotency ledger unavailable, the call was not run: {exc}",
+            f"idempotency ledger unavailable ({self.store.name} store did not answer),"
+            " the call was not run",
             {"idempotencyKey": key},
         )
 
@@ -151,16 +183,29 @@ class Ledger:
             except BaseException as exc:  # cancellation too: the lease must end either way
                 error = exc
             tg.cancel_scope.cancel()
+        if isinstance(error, Unrecorded):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
+                try:
+                    await self.store.forget(record_key, owner)
+                except StoreError as exc:
+                    logger.warning(
+                        "could not drop the round of #%s: %s", short_hash(record_key), exc
+                    )
+            raise error
         if error is not None or encoded is None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
                 try:
                     await self.store.release(record_key, owner)
                 except StoreError as exc:
-                    logger.warning("could not end the lease of %s: %s", record_key, exc)
+                    logger.warning(
+                        "could not end the lease of #%s: %s", short_hash(record_key), exc
+                    )
             raise error if error is not None else RuntimeError("no outcome")
         try:
             if not await self.store.complete(record_key, owner, encoded, ttl=self.result_ttl):
-                logger.warning("ledger record %s was no longer ours at completion", record_key)
+                logger.warning(
+                    "ledger record #%s was no longer ours at completion", short_hash(record_key)
+                )
         except StoreError as exc:
             if joined or isinstance(exc, NotReplicatedError):
                 # The outcome (and with it maybe the tool's writes) may not survive: an
@@ -168,7 +213,7 @@ class Ledger:
                 raise self._not_durable(record_key, key, exc) from exc
             # The tool ran; the caller still gets its answer. Duplicates will be told it
             # started and never finished, which is the truth as far as the ledger knows.
-            logger.warning("could not store the outcome of %s: %s", record_key, exc)
+            logger.warning("could not store the outcome of #%s: %s", short_hash(record_key), exc)
         return encoded
 
     async def _heartbeat(self, record_key: str, owner: str) -> None:
@@ -176,10 +221,10 @@ class Ledger:
             await anyio.sleep(self.lease / 3)
             try:
                 if not await self.store.renew(record_key, owner, lease=self.lease):
-                    logger.warning("lost the lease of %s", record_key)
+                    logger.warning("lost the lease of #%s", short_hash(record_key))
                     return
             except StoreError as exc:
-                logger.warning("could not renew the lease of %s: %s", record_key, exc)
+                logger.warning("could not renew the lease of #%s: %s", short_hash(record_key), exc)
 
     async def _follow(self, record_key: str, key: str, fp: str, record: LedgerRecord) -> str | None:
         """A duplicate: the stored outcome, waiting (bounded) while the owner runs."""

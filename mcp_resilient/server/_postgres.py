@@ -205,7 +205,7 @@ class PostgresStore:
                 finally:
                     _unit.reset(token)
         except (PsycopgError, PoolTimeout, OSError) as exc:
-            raise StoreError(f"{self._where}: commit of {record} failed: {exc}") from exc
+            raise StoreError(f"{self._where}: commit of a ledger run failed: {exc}") from exc
 
     # -- key/value -------------------------------------------------------------------
 
@@ -213,6 +213,7 @@ class PostgresStore:
         return sql.SQL(
             "UPDATE {} SET expires_at = now() + %s * interval '1 second'"
             " WHERE key >= %s AND key < %s || chr(1114111)"
+            " AND (expires_at IS NULL OR expires_at > now())"  # never revive expired keys
         ).format(self._kv)
 
     async def _write(
@@ -241,7 +242,7 @@ class PostgresStore:
 
     async def get(self, key: str) -> str | None:
         row = await self._run(
-            f"get {key}",
+            "get",
             sql.SQL(
                 "SELECT value FROM {} WHERE key = %s AND (expires_at IS NULL OR expires_at > now())"
             ).format(self._kv),
@@ -256,7 +257,33 @@ class PostgresStore:
             + ") ON CONFLICT (key) DO UPDATE SET value = excluded.value, items = NULL,"
             " expires_at = excluded.expires_at"
         ).format(self._kv)
-        await self._write(f"set {key}", query, {"key": key, "value": value, "ttl": ttl}, ttl, touch)
+        await self._write("set", query, {"key": key, "value": value, "ttl": ttl}, ttl, touch)
+
+    async def set_if_absent(
+        self, key: str, value: str, *, ttl: float | None, touch: str | None
+    ) -> str | None:
+        # An expired row counts as absent; the row lock settles two replicas racing.
+        query = sql.SQL(
+            "INSERT INTO {kv} AS t (key, value, items, expires_at) VALUES (%(key)s, %(value)s,"
+            " NULL, " + self._expires() + ") ON CONFLICT (key) DO UPDATE SET"
+            " value = excluded.value, items = NULL, expires_at = excluded.expires_at"
+            " WHERE t.expires_at IS NOT NULL AND t.expires_at <= now() RETURNING 1"
+        ).format(kv=self._kv)
+        params = {"key": key, "value": value, "ttl": ttl}
+        try:
+            async with self._conn(join=True) as conn:
+                if touch is not None and ttl is not None:
+                    await conn.execute(self._touch(), (ttl, touch, touch))
+                if await (await conn.execute(query, params)).fetchone() is not None:
+                    return None
+                row = await (
+                    await conn.execute(
+                        sql.SQL("SELECT value FROM {} WHERE key = %s").format(self._kv), (key,)
+                    )
+                ).fetchone()
+                return None if row is None else str(row[0])
+        except (PsycopgError, PoolTimeout, OSError) as exc:
+            raise StoreError(f"{self._where}: set-if-absent failed: {exc}") from exc
 
     async def incr(self, key: str, by: int, *, ttl: float | None, touch: str | None) -> int:
         query = sql.SQL(
@@ -266,9 +293,7 @@ class PostgresStore:
             " ELSE coalesce(t.value, '0')::bigint END + %(by)s)::text,"
             " items = NULL, expires_at = excluded.expires_at RETURNING value"
         ).format(kv=self._kv)
-        row = await self._write(
-            f"incr {key}", query, {"key": key, "by": by, "ttl": ttl}, ttl, touch
-        )
+        row = await self._write("incr", query, {"key": key, "by": by, "ttl": ttl}, ttl, touch)
         assert row is not None
         return int(row[0])
 
@@ -281,13 +306,13 @@ class PostgresStore:
             " value = NULL, expires_at = excluded.expires_at RETURNING cardinality(items)"
         ).format(kv=self._kv)
         params = {"key": key, "value": value, "ttl": ttl}
-        row = await self._write(f"append {key}", query, params, ttl, touch)
+        row = await self._write("append", query, params, ttl, touch)
         assert row is not None
         return int(row[0])
 
     async def get_list(self, key: str) -> list[str]:
         row = await self._run(
-            f"get_list {key}",
+            "get_list",
             sql.SQL(
                 "SELECT items FROM {} WHERE key = %s AND (expires_at IS NULL OR expires_at > now())"
             ).format(self._kv),
@@ -297,7 +322,7 @@ class PostgresStore:
 
     async def delete(self, key: str) -> None:
         await self._run(
-            f"delete {key}",
+            "delete",
             sql.SQL("DELETE FROM {} WHERE key = %s").format(self._kv),
             (key,),
             fetch=False,
@@ -324,7 +349,7 @@ class PostgresStore:
                 )
                 return int(cursor.rowcount)
         except (PsycopgError, PoolTimeout, OSError) as exc:
-            raise StoreError(f"{self._where}: copy {old}* failed: {exc}") from exc
+            raise StoreError(f"{self._where}: copy failed: {exc}") from exc
 
     # -- the ledger ------------------------------------------------------------------
 
@@ -372,11 +397,11 @@ class PostgresStore:
                 ).fetchone()
                 return self._record(existing)
         except (PsycopgError, PoolTimeout, OSError) as exc:
-            raise StoreError(f"{self._where}: claim {key} failed: {exc}") from exc
+            raise StoreError(f"{self._where}: claim failed: {exc}") from exc
 
     async def read(self, key: str) -> LedgerRecord | None:
         row = await self._run(
-            f"read {key}",
+            "read",
             sql.SQL(
                 f"SELECT {self._RECORD} FROM {{}} WHERE key = %s AND expires_at > now()"
             ).format(self._ledger),
@@ -387,7 +412,7 @@ class PostgresStore:
 
     async def renew(self, key: str, owner: str, *, lease: float) -> bool:
         row = await self._run(
-            f"renew {key}",
+            "renew",
             sql.SQL(
                 "UPDATE {} SET lease_until = now() + %(lease)s * interval '1 second',"
                 " expires_at = greatest(expires_at, now() + %(lease)s * interval '1 second')"
@@ -400,7 +425,7 @@ class PostgresStore:
 
     async def release(self, key: str, owner: str) -> None:
         await self._run(
-            f"release {key}",
+            "release",
             sql.SQL(
                 "UPDATE {} SET lease_until = now() WHERE key = %s AND owner = %s"
                 " AND state = 'running'"
@@ -412,7 +437,7 @@ class PostgresStore:
 
     async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
         row = await self._run(
-            f"complete {key}",
+            "complete",
             sql.SQL(
                 "UPDATE {} SET state = 'done', outcome = %(outcome)s,"
                 " expires_at = now() + %(ttl)s * interval '1 second'"
@@ -428,6 +453,17 @@ class PostgresStore:
         if now - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = now
             await self.sweep()
+
+    async def forget(self, key: str, owner: str) -> bool:
+        row = await self._run(
+            "forget",
+            sql.SQL(
+                "DELETE FROM {} WHERE key = %s AND owner = %s AND state = 'running' RETURNING 1"
+            ).format(self._ledger),
+            (key, owner),
+            join=True,
+        )
+        return row is not None
 
     async def sweep(self) -> int:
         """Delete expired rows (run it now and then, e.g. from a cron job); how many."""

@@ -22,7 +22,7 @@ from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError, ResponseError
 
-from ._store import LedgerRecord, NotReplicatedError, StoreError
+from ._store import LedgerRecord, NotReplicatedError, StoreError, redact_url
 
 __all__ = ["DEFAULT_WAIT_TIMEOUT", "RedisStore"]
 
@@ -71,6 +71,13 @@ redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
+# KEYS[1] record; ARGV owner. Deletes the owner's running record.
+_FORGET = """
+local r = redis.call('HMGET', KEYS[1], 'owner', 'state')
+if r[1] ~= ARGV[1] or r[2] ~= 'running' then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
 # KEYS[1] record; ARGV owner. Undo a claim that could not be replicated.
 _UNCLAIM = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -80,7 +87,12 @@ return 1
 # none), the key's name in the index, the index's key prefix. Slides every key's TTL.
 _WRITE = """
 local op, r = ARGV[1], 1
-if op == 'set' then redis.call('SET', KEYS[1], ARGV[2])
+if op == 'setnx' then
+  local current = redis.call('GET', KEYS[1])
+  if current then return current end
+  redis.call('SET', KEYS[1], ARGV[2])
+  r = false
+elseif op == 'set' then redis.call('SET', KEYS[1], ARGV[2])
 elseif op == 'incr' then r = redis.call('INCRBY', KEYS[1], tonumber(ARGV[2]))
 elseif op == 'rpush' then r = redis.call('RPUSH', KEYS[1], ARGV[2])
 else r = redis.call('DEL', KEYS[1]) end
@@ -150,6 +162,9 @@ return #entries
 INDEX_SUFFIX = "__keys__"
 
 Mode = Literal["single", "sentinel", "cluster"]
+#: Key scopes whose next segment names one client's state (the handshake era's session,
+#: the 2026-07-28 era's state id): hash-tagged so all of its keys share a slot.
+_STATE_SCOPES = ("session:", "state:")
 
 
 def _ms(seconds: float) -> int:
@@ -210,7 +225,8 @@ class RedisStore:
     Key layout: session keys are ``{prefix}session:{id}:{key}`` and ledger records hashes
     at ``{prefix}idem:{scope}:{key}``. With ``hash_tags`` (on by default in a cluster, off
     otherwise, so single-server deployments keep their key names) the session id and the
-    ledger record name become hash tags: ``mcp:session:{abc}:counter``, ``mcp:idem:{s:k}``.
+    ledger record name become hash tags: ``mcp:session:{abc}:counter`` (and
+    ``mcp:state:{id}:counter``), ``mcp:idem:{s:k}``.
 
     ``wait_replicas``: every write waits (``WAIT``) until that many replicas have it, at
     most ``wait_timeout`` seconds, and fails with ``NotReplicatedError`` otherwise. Default:
@@ -235,6 +251,8 @@ class RedisStore:
         self.url: str | None = None
         """The URL given (None for a client you built); Redis event stores use it."""
         self._where = "a client given to RedisStore"
+        self.where = self._where
+        """Where the store is, without credentials (for messages)."""
         self._options: dict[str, Any] = {
             "decode_responses": True,
             "socket_timeout": socket_timeout,
@@ -269,23 +287,29 @@ class RedisStore:
         self.url = url
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
-        # Never the credentials: only the scheme and the hosts.
-        self._where = f"{scheme}://{parts.netloc.rpartition('@')[2]}"
+        # Never the password (redact_url cannot parse a list of hosts: done by hand there).
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        if "," not in hosts:
+            self._where = redact_url(url)
+        else:
+            user = userinfo.partition(":")[0]
+            self._where = f"{scheme}://{user + ':***@' if userinfo else ''}{hosts}"
+        self.where = self._where
         if scheme in ("redis+sentinel", "rediss+sentinel"):
-            creds, hosts = _hosts(parts.netloc, 26379)
+            creds, sentinels = _hosts(parts.netloc, 26379)
             path = [p for p in parts.path.split("/") if p]
             if not path:
                 raise ValueError(f"{self._where}: the Sentinel URL needs /service-name")
             db = int(path[1]) if len(path) > 1 else 0
-            sentinel = Sentinel(hosts, sentinel_kwargs=dict(self._options), **self._options)
+            sentinel = Sentinel(sentinels, sentinel_kwargs=dict(self._options), **self._options)
             extra: dict[str, Any] = dict(creds)
             if scheme.startswith("rediss"):
                 extra["ssl"] = True
             self._redis = sentinel.master_for(path[0], db=db, **extra)
             self.mode = "sentinel"
         elif scheme in ("redis+cluster", "rediss+cluster") or cluster:
-            creds, hosts = _hosts(parts.netloc, 6379)
-            nodes = [ClusterNode(host, port) for host, port in hosts]
+            creds, seeds = _hosts(parts.netloc, 6379)
+            nodes = [ClusterNode(host, port) for host, port in seeds]
             options: dict[str, Any] = {**creds, **self._options}
             if scheme.startswith("rediss"):
                 options["ssl"] = True
@@ -308,10 +332,11 @@ class RedisStore:
         """Where ``key`` lives in Redis: the hash-tagged name in a cluster, else itself."""
         if not self.hash_tags:
             return key
-        sessions = self.prefix + "session:"
-        if key.startswith(sessions):
-            session, sep, rest = key[len(sessions) :].partition(":")
-            return f"{sessions}{{{session}}}{sep}{rest}"
+        for scope in _STATE_SCOPES:  # a session's (or a state id's) keys: one slot
+            head = self.prefix + scope
+            if key.startswith(head):
+                ident, sep, rest = key[len(head) :].partition(":")
+                return f"{head}{{{ident}}}{sep}{rest}"
         records = self.prefix + "idem:"
         if key.startswith(records):
             return f"{records}{{{key[len(records) :]}}}"
@@ -405,7 +430,7 @@ class RedisStore:
         if touch is not None and key.startswith(touch):
             keys.append(self.key(touch + INDEX_SUFFIX))
             args[3:] = [key[len(touch) :], self.key(touch)]
-        return await self._script(f"{what} {key}", _WRITE, keys, args, wait=True)
+        return await self._script(what, _WRITE, keys, args, wait=True)
 
     # -- key/value -------------------------------------------------------------------
 
@@ -413,11 +438,17 @@ class RedisStore:
         await self._do("PING", self._redis.ping())
 
     async def get(self, key: str) -> str | None:
-        value = await self._do(f"GET {key}", self._redis.get(self.key(key)))
+        value = await self._do("GET", self._redis.get(self.key(key)))
         return None if value is None else str(value)
 
     async def set(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> None:
         await self._write("SET", "set", key, value, ttl, touch)
+
+    async def set_if_absent(
+        self, key: str, value: str, *, ttl: float | None, touch: str | None
+    ) -> str | None:
+        current = await self._write("SET-IF-ABSENT", "setnx", key, value, ttl, touch)
+        return None if current is None else str(current)
 
     async def incr(self, key: str, by: int, *, ttl: float | None, touch: str | None) -> int:
         return int(await self._write("INCRBY", "incr", key, by, ttl, touch))
@@ -426,7 +457,7 @@ class RedisStore:
         return int(await self._write("RPUSH", "rpush", key, value, ttl, touch))
 
     async def get_list(self, key: str) -> list[str]:
-        items = await self._do(f"LRANGE {key}", self._redis.lrange(self.key(key), 0, -1))
+        items = await self._do("LRANGE", self._redis.lrange(self.key(key), 0, -1))
         return [str(item) for item in items]
 
     async def delete(self, key: str) -> None:
@@ -437,15 +468,15 @@ class RedisStore:
         ttl_ms = 0 if ttl is None else _ms(ttl)
         if not self.hash_tags:
             keys, args = [old_index, new_index], [old, new, ttl_ms]
-            return int(await self._script(f"copy {old}*", _COPY, keys, args, wait=True))
+            return int(await self._script("copy", _COPY, keys, args, wait=True))
         # Two slots: read the old session in its slot, replace the new one in its own.
-        dumped = await self._script(f"read {old}*", _DUMP, [old_index], [self.key(old)], wait=False)
+        dumped = await self._script("copy (read)", _DUMP, [old_index], [self.key(old)], wait=False)
         entries = json.loads(dumped)
         for entry in entries:  # cjson writes an empty list as {}
             if entry[1] == "list" and not isinstance(entry[2], list):
                 entry[2] = []
         args = [self.key(new), ttl_ms, json.dumps(entries)]
-        return int(await self._script(f"copy {old}*", _RESTORE, [new_index], args, wait=True))
+        return int(await self._script("copy", _RESTORE, [new_index], args, wait=True))
 
     # -- the ledger ------------------------------------------------------------------
 
@@ -467,30 +498,33 @@ class RedisStore:
         record = self.key(key)
         args = [owner, fingerprint, _ms(lease), _ms(ttl)]
         try:
-            raw = await self._script(f"claim {key}", _CLAIM, [record], args, wait=True)
+            raw = await self._script("claim", _CLAIM, [record], args, wait=True)
         except NotReplicatedError:
             # Not run yet: take the claim back so a re-send may run it (best effort; if
             # this fails too, re-sends are told it started and never finished).
             with contextlib.suppress(StoreError):
-                await self._script(f"unclaim {key}", _UNCLAIM, [record], [owner], wait=False)
+                await self._script("unclaim", _UNCLAIM, [record], [owner], wait=False)
             raise
         return self._record(raw)
 
     async def read(self, key: str) -> LedgerRecord | None:
-        return self._record(await self._do(f"read {key}", self._read(keys=[self.key(key)])))
+        return self._record(await self._do("read", self._read(keys=[self.key(key)])))
 
     async def renew(self, key: str, owner: str, *, lease: float) -> bool:
         args = [owner, _ms(lease)]
-        return bool(await self._script(f"renew {key}", _RENEW, [self.key(key)], args, wait=False))
+        return bool(await self._script("renew", _RENEW, [self.key(key)], args, wait=False))
 
     async def release(self, key: str, owner: str) -> None:
         # A lease of 1 ms: over by the time anyone looks.
-        await self._script(f"release {key}", _RENEW, [self.key(key)], [owner, 1], wait=False)
+        await self._script("release", _RENEW, [self.key(key)], [owner, 1], wait=False)
 
     async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
         args = [owner, outcome, _ms(ttl)]
-        done = await self._script(f"complete {key}", _COMPLETE, [self.key(key)], args, wait=True)
+        done = await self._script("complete", _COMPLETE, [self.key(key)], args, wait=True)
         return bool(done)
+
+    async def forget(self, key: str, owner: str) -> bool:
+        return bool(await self._script("forget", _FORGET, [self.key(key)], [owner], wait=True))
 
     async def close(self) -> None:
         for client in self._nodes.values():

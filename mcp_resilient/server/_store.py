@@ -16,10 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio.to_thread
 
-__all__ = ["LedgerRecord", "NotReplicatedError", "SQLiteStore", "Store", "StoreError"]
+__all__ = [
+    "LedgerRecord",
+    "NotReplicatedError",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "redact_url",
+]
 
 T = TypeVar("T")
 
@@ -30,7 +38,22 @@ _SWEEP_INTERVAL = 30.0
 
 
 class StoreError(Exception):
-    """The store could not be reached or refused the operation."""
+    """The store could not be reached or refused the operation.
+
+    Its message never carries credentials: stores name themselves with ``redact_url``.
+    """
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``redis://app:***@host:6379/0``): safe for errors and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class NotReplicatedError(StoreError):
@@ -73,6 +96,16 @@ class Store(Protocol):
         """Set ``key``; ``touch`` is a key prefix whose keys all get the same TTL (sliding)."""
         ...
 
+    async def set_if_absent(
+        self, key: str, value: str, *, ttl: float | None, touch: str | None
+    ) -> str | None:
+        """Set ``key`` unless it holds a live value: None if set, else the value it holds.
+
+        What binds a session (or state id) to its principal: two replicas racing to write
+        the owner marker agree on one owner. Sliding ``touch`` as ``set`` does.
+        """
+        ...
+
     async def incr(self, key: str, by: int, *, ttl: float | None, touch: str | None) -> int: ...
 
     async def append(self, key: str, value: str, *, ttl: float | None, touch: str | None) -> int:
@@ -105,6 +138,11 @@ class Store(Protocol):
 
     async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
         """Store the outcome and mark the record done; False if it is not ours."""
+        ...
+
+    async def forget(self, key: str, owner: str) -> bool:
+        """Delete the owner's running record (a leg that is not the call's outcome, such as
+        a 2026-07-28 ``input_required`` round); False if it is not ours or is done."""
         ...
 
     async def close(self) -> None: ...
@@ -199,11 +237,15 @@ class SQLiteStore:
     # -- key/value ---------------------------------------------------------------------
 
     @staticmethod
-    def _touch(conn: sqlite3.Connection, prefix: str | None, expires: float | None) -> None:
+    def _touch(
+        conn: sqlite3.Connection, prefix: str | None, expires: float | None, now: float
+    ) -> None:
+        """Slide the live keys under ``prefix``; expired ones stay expired (never revived)."""
         if prefix is not None:
             conn.execute(
-                "UPDATE mcp_kv SET expires_at = ? WHERE substr(key, 1, ?) = ?",
-                (expires, len(prefix), prefix),
+                "UPDATE mcp_kv SET expires_at = ? WHERE substr(key, 1, ?) = ?"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (expires, len(prefix), prefix, now),
             )
 
     @staticmethod
@@ -228,9 +270,26 @@ class SQLiteStore:
                 " DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
                 (key, value, expires),
             )
-            self._touch(conn, touch, expires)
+            self._touch(conn, touch, expires, now)
 
         await self._run(lambda: self._tx(body))
+
+    async def set_if_absent(
+        self, key: str, value: str, *, ttl: float | None, touch: str | None
+    ) -> str | None:
+        def body(conn: sqlite3.Connection, now: float) -> str | None:
+            current = self._live(conn, key, now)
+            if current is not None:
+                return current
+            expires = _expiry(ttl)
+            conn.execute(
+                "INSERT OR REPLACE INTO mcp_kv(key, value, expires_at) VALUES (?, ?, ?)",
+                (key, value, expires),
+            )
+            self._touch(conn, touch, expires, now)
+            return None
+
+        return await self._run(lambda: self._tx(body))
 
     async def incr(self, key: str, by: int, *, ttl: float | None, touch: str | None) -> int:
         def body(conn: sqlite3.Connection, now: float) -> int:
@@ -241,7 +300,7 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO mcp_kv(key, value, expires_at) VALUES (?, ?, ?)",
                 (key, str(value), expires),
             )
-            self._touch(conn, touch, expires)
+            self._touch(conn, touch, expires, now)
             return value
 
         return int(await self._run(lambda: self._tx(body)))
@@ -256,7 +315,7 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO mcp_kv(key, value, expires_at) VALUES (?, ?, ?)",
                 (key, json.dumps(items), expires),
             )
-            self._touch(conn, touch, expires)
+            self._touch(conn, touch, expires, now)
             return len(items)
 
         return int(await self._run(lambda: self._tx(body)))
@@ -355,6 +414,16 @@ class SQLiteStore:
                 "UPDATE mcp_ledger SET state = 'done', outcome = ?, expires_at = ?"
                 " WHERE key = ? AND owner = ?",
                 (outcome, now + ttl, key, owner),
+            )
+            return cursor.rowcount == 1
+
+        return bool(await self._run(lambda: self._tx(body)))
+
+    async def forget(self, key: str, owner: str) -> bool:
+        def body(conn: sqlite3.Connection, now: float) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM mcp_ledger WHERE key = ? AND owner = ? AND state = 'running'",
+                (key, owner),
             )
             return cursor.rowcount == 1
 

@@ -150,7 +150,7 @@ def state_db(tmp_path: Path) -> Path:
 
 
 class ServerFactory(Protocol):
-    """``server_factory(instance, env=..., start=True, timeout=20.0) -> ServerProcess``."""
+    """``server_factory(instance, env=..., start=True, timeout=20.0, module=...)``."""
 
     def __call__(
         self,
@@ -159,6 +159,7 @@ class ServerFactory(Protocol):
         env: Mapping[str, str] | None = ...,
         start: bool = ...,
         timeout: float = ...,
+        module: str = ...,
     ) -> ServerProcess: ...
 
 
@@ -179,6 +180,7 @@ def server_factory(
         env: Mapping[str, str] | None = None,
         start: bool = True,
         timeout: float = 20.0,
+        module: str = "examples.stateful_server",
     ) -> ServerProcess:
         merged: dict[str, str] = dict(env or {})
         if "REDIS_URL" not in merged:
@@ -187,6 +189,7 @@ def server_factory(
             instance=instance,
             env=merged,
             log_path=tmp_path / "logs" / f"{instance}-{len(servers) + 1}.log",
+            module=module,
         )
         servers.append(server)
         if start:
@@ -214,10 +217,11 @@ def running_cluster(
     *,
     size: int = CLUSTER_SIZE,
     prefix: str = "node",
+    timeout: float = 30.0,
 ) -> Generator[ServerCluster, None, None]:
     """Start a cluster for a fixture to ``yield from``: logs dumped on failure, always stopped."""
     cluster = ServerCluster(size, env=env, prefix=prefix, log_dir=tmp_path / "logs")
-    cluster.start()
+    cluster.start(timeout)
     try:
         yield cluster
     finally:

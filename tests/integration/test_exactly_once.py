@@ -104,11 +104,34 @@ async def run_worker(worker: Worker, urls: list[str], era: str, stop: anyio.Even
             worker.final_counter = int(counter.structured_content["result"])
 
 
+@pytest.fixture
+def kit_cluster_on_redis_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_cluster_env: dict[str, str]
+) -> Generator[ServerCluster, None, None]:
+    """The same three servers, their state (and SSE events) in a Redis Cluster (3 primaries,
+    a replica each)."""
+    env = {**redis_cluster_env, "MCP_LEDGER_LEASE": LEASE}
+    yield from running_cluster(request, tmp_path, env, timeout=RESTART_BOUND)
+
+
 @pytest.mark.parametrize("era", ["handshake", "stateless"])
 @pytest.mark.parametrize("setup", ["direct", "haproxy"])
 async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
     kit_cluster: ServerCluster, setup: str, era: str, tmp_path: Path
 ) -> None:
+    await _chaos(kit_cluster, setup, era, tmp_path)
+
+
+@pytest.mark.parametrize("era", ["handshake", "stateless"])
+async def test_on_a_redis_cluster_kills_and_rolling_restart_run_every_increment_exactly_once(
+    kit_cluster_on_redis_cluster: ServerCluster, era: str, tmp_path: Path
+) -> None:
+    """The same chaos with the state sharded over a Redis Cluster (hash-tagged keys, WAIT)."""
+    await _chaos(kit_cluster_on_redis_cluster, "direct", era, tmp_path)
+
+
+async def _chaos(kit_cluster: ServerCluster, setup: str, era: str, tmp_path: Path) -> None:
+    """SIGKILLs of random replicas, then a rolling restart, under a steady keyed load."""
     proxy = _proxy(kit_cluster, tmp_path, era) if setup == "haproxy" else None
     urls = [proxy.url] if proxy is not None else kit_cluster.urls
     workers = [Worker(f"w{i}") for i in range(WORKERS)]

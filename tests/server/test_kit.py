@@ -17,6 +17,7 @@ from mcp_resilient.server import (
     IDEMPOTENCY_META_KEY,
     LEDGER_KEY_CONFLICT,
     REPLAYED_META_KEY,
+    STATE_ID_META_KEY,
     RedisStore,
     SessionState,
     Store,
@@ -52,7 +53,8 @@ def server(store: Store, **options: Any) -> tuple[FastMCP, dict[str, int]]:
 
 
 def meta(key: str) -> dict[str, Any]:
-    return {IDEMPOTENCY_META_KEY: key}
+    # FastMCP's client speaks 2026-07-28 and sends no state id: name one, as ours does.
+    return {IDEMPOTENCY_META_KEY: key, STATE_ID_META_KEY: "kit-test-client"}
 
 
 async def test_keyed_call_runs_once_and_replays(store: Store) -> None:
@@ -62,7 +64,7 @@ async def test_keyed_call_runs_once_and_replays(store: Store) -> None:
         first = await client.call_tool("bump", {"by": 2}, meta=meta(key))
         again = await client.call_tool("bump", {"by": 2}, meta=meta(key))
         other = await client.call_tool("bump", {"by": 2}, meta=meta(uuid.uuid4().hex))
-        unkeyed = await client.call_tool("bump", {"by": 2})
+        unkeyed = await client.call_tool("bump", {"by": 2}, meta={STATE_ID_META_KEY: "c"})
     assert runs["bump"] == 3
     assert first.data == again.data
     assert (first.meta or {}).get(REPLAYED_META_KEY) is None
@@ -130,7 +132,7 @@ async def test_session_state_and_resume_bound_to_the_principal(store: Store) -> 
     assert (await again.get("counter"), await again.get_list("notes")) == ("3", ["hello"])
     assert await again.take_over(old) is True  # repeatable: replaces, never adds
     assert await again.get("counter") == "3"
-    assert await SessionState(store, new).take_over(uuid.uuid4().hex) is False
+    assert await again.take_over(uuid.uuid4().hex) is False
 
 
 async def test_session_state_ttl_slides_over_all_keys(store: Store) -> None:
@@ -194,3 +196,36 @@ def test_principal_comes_from_the_access_token() -> None:
     alice, bob = as_user("alice"), as_user("bob")
     assert alice == "principal:https://issuer.example:alice"
     assert alice != bob  # one OAuth client, two users: two scopes
+
+
+async def test_secrets_stay_out_of_health_errors_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis down, a password in its URL: /health, the JSON-RPC errors clients get and the
+    logs carry neither the password nor the address; logs never carry idempotency keys."""
+    password, port = "S3cretPW", free_port()
+    down = RedisStore(f"redis://app:{password}@127.0.0.1:{port}/0", socket_timeout=0.5)
+    mcp, _ = server(down)
+    key = f"key-{uuid.uuid4().hex}"
+    caplog.set_level("DEBUG", logger="mcp_resilient")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=mcp.http_app(path="/mcp")), base_url="http://127.0.0.1"
+    ) as http:
+        health = await http.get("/health")
+    async with Client(mcp) as client:
+        with pytest.raises(MCPError) as keyed:  # the ledger's JSON-RPC error
+            await client.call_tool("bump", meta=meta(key))
+        unkeyed = await client.call_tool(
+            "bump", meta={STATE_ID_META_KEY: "c"}, raise_on_error=False
+        )
+    await down.close()
+    assert health.status_code == 503
+    assert health.json()["error"] == "the redis store did not answer"
+    said = [health.text, str(keyed.value), str(keyed.value.data), str(unkeyed.content)]
+    assert "ledger unavailable" in said[1] and unkeyed.is_error
+    for text in said:
+        assert password not in text and str(port) not in text, text
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "unavailable" in logged  # the detail went to the log, redacted
+    assert password not in logged and key not in logged, logged
+    assert "app:***@127.0.0.1" in logged

@@ -88,12 +88,12 @@ async def test_cluster_without_hash_tags_is_refused_cross_slot(
     """Why the tags: the same session's keys spread over slots and Redis refuses the script."""
     store = RedisStore(redis_cluster.url, prefix=prefix(), hash_tags=False)
     try:
-        state = SessionState(store, "s")
+        session = f"{store.prefix}session:s:"
         names = iter(("a", "b", "c", "d", "e", "f"))
 
         async def write_all() -> None:
             for name in names:
-                await state.set(name, "1")
+                await store.set(session + name, "1", ttl=60, touch=session)
 
         with pytest.raises(StoreError, match="(?i)slot|cross|non local"):
             await write_all()
@@ -133,9 +133,8 @@ async def test_cluster_write_not_on_a_replica_is_not_acknowledged(
 
         with anyio.fail_after(BOUND):
             with stopped(redis_cluster.replica_of(primary).pid):
-                with pytest.raises(LedgerError, match="not run") as info:
+                with pytest.raises(LedgerError, match="not run"):
                     await ledger.run("scope", "stalled", FP, tool)
-                assert "replicas" in str(info.value)
                 assert await store.read(record) is None  # the claim was taken back
             assert runs == 0
             assert await ledger.run("scope", "stalled", FP, tool) == ("done", True)

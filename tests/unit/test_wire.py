@@ -385,3 +385,24 @@ def test_session_id_validation_rule() -> None:
     assert valid_session_id("".join(chr(c) for c in range(0x21, 0x7F)))
     for bad in ("", " lead", "caf\u00e9", "nul\x00", "x" * 1025, "line\nbreak"):
         assert not valid_session_id(bad), bad
+
+
+async def test_errors_carry_the_real_request_id(server: FakeServer) -> None:
+    """A server's JSON-RPC error, and the outcome-unknown it leads to, name the request."""
+    from mcp_resilient import OutcomeUnknownError
+    from mcp_resilient._classify import LEDGER_STARTED_NOT_FINISHED
+
+    from .conftest import rpc_error
+
+    sent: list[Any] = []
+
+    def answer(body: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        sent.append(body["id"])
+        return rpc_error(body["id"], LEDGER_STARTED_NOT_FINISHED, "started, never finished")
+
+    server.on("tools/call", answer)
+    async with ResilientClient(URL, listen=False) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.call_tool("add", {"a": 1}, idempotent=False)
+    assert info.value.request_id == sent[-1] is not None
+    assert f"(request id {sent[-1]})" in str(info.value)
