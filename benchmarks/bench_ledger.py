@@ -1,21 +1,29 @@
-"""What the idempotency ledger costs a healthy server, per ``tools/call``.
+"""What the idempotency ledger and transactional tools cost a healthy server, per call.
 
     .venv/bin/python benchmarks/bench_ledger.py                 # 300 calls x 5 rounds per store
     .venv/bin/python benchmarks/bench_ledger.py --calls 50 --rounds 2 --stores sqlite
     .venv/bin/python benchmarks/bench_ledger.py --stores all    # + Cluster, Sentinel, PostgreSQL
 
 Starts the example server (``examples/stateful_server.py``, built on the server kit) in
-its own process, once per store (SQLite file; Redis on a throwaway ``redis-server``; a
+its own process twice per store (SQLite file; Redis on a throwaway ``redis-server``; a
 Redis Cluster of 3 primaries with a replica each and a primary/replica pair under Sentinel,
-each with ``WAIT`` for one replica and without; PostgreSQL on a throwaway server),
-opens one handshake-era session with plain httpx, and sends sequential ``increment``
-calls (not idempotent, so the ledger engages) with and without an idempotency key in
-``params._meta``. Keyed and unkeyed batches alternate within every round, so drift hits
-both alike. It reports, per store: the server's CPU time per call (from /proc, user +
-system: the ledger's cost) and the wall time per call, each keyed / unkeyed as a ratio,
-and what that makes per replica: keyed calls per second for one sequential client, and
-keyed calls per CPU-second of the replica (its ceiling when the CPU is the limit).
-A benchmark, not a test: it asserts nothing about timings and exits 0 when it ran.
+each with ``WAIT`` for one replica and without (``-nowait``); PostgreSQL): once
+with plain tools (``MCP_TRANSACTIONAL=0``) and once with its ``@transactional`` tools.
+Over one handshake-era session per server, made with plain httpx, it sends sequential
+``increment`` calls (not idempotent, so the ledger engages) in three variants:
+
+- ``plain``: the plain tool, no idempotency key (what a server without the kit's
+  guarantees pays);
+- ``keyed``: the plain tool under a key (the ledger: claim, run, complete);
+- ``transactional``: the transactional tool under a key (claim, staged reads, one commit
+  with the outcome).
+
+Batches of the variants alternate within every round, so drift hits all alike. It reports,
+per store: the server's CPU time per call (from /proc, user + system) and the wall time
+per call, and each variant as a ratio to ``plain``, and per replica: calls per second for
+one sequential client, and calls per CPU-second of the replica (its ceiling when the CPU
+is the limit). A benchmark, not a test: it asserts
+nothing about timings and exits 0 when it ran.
 """
 
 from __future__ import annotations
@@ -104,6 +112,10 @@ class RawSession:
         self.http.close()
 
 
+VARIANTS = {"plain": ("plain", False), "keyed": ("plain", True), "transactional": ("tx", True)}
+"""variant -> (which server, keyed)."""
+
+
 def batch(session: RawSession, pid: int, calls: int, keyed: bool) -> tuple[float, float]:
     """(server CPU µs/call, wall µs/call) for ``calls`` sequential increments."""
     cpu, wall = server_cpu(pid), time.perf_counter()
@@ -118,30 +130,43 @@ def measure(env: dict[str, str], calls: int, rounds: int, warmup: int) -> dict[s
         env = {**env, "MCP_JSON_RESPONSE": "1"}
         if "REDIS_URL" not in env and "POSTGRES_URL" not in env:
             env["STATE_DB"] = str(Path(tmp, "state.db"))
-        with ServerProcess(instance="bench", env=env, log_path=Path(tmp, "server.log")) as server:
-            server.start_healthy()
-            session = RawSession(server.url)
+        plain_env = {**env, "MCP_TRANSACTIONAL": "0"}
+        with (
+            ServerProcess(
+                instance="plain", env=plain_env, log_path=Path(tmp, "plain.log")
+            ) as plain,
+            ServerProcess(instance="tx", env=env, log_path=Path(tmp, "tx.log")) as tx,
+        ):
+            plain.start_healthy(120)
+            tx.start_healthy(120)
+            servers = {"plain": plain, "tx": tx}
+            sessions = {name: RawSession(server.url) for name, server in servers.items()}
             try:
-                for keyed in (True, False):
-                    batch(session, server.pid, warmup, keyed)
-                results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+                results: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+
+                def run(variant: str, n: int) -> tuple[float, float]:
+                    which, keyed = VARIANTS[variant]
+                    return batch(sessions[which], servers[which].pid, n, keyed)
+
+                for variant in VARIANTS:
+                    run(variant, warmup)
+                names = list(VARIANTS)
                 for round_no in range(rounds):
-                    order = (True, False) if round_no % 2 == 0 else (False, True)
-                    for keyed in order:
-                        results[keyed].append(batch(session, server.pid, calls, keyed))
+                    order = names if round_no % 2 == 0 else names[::-1]
+                    for variant in order:
+                        results[variant].append(run(variant, calls))
             finally:
-                session.close()
-    keyed_cpu = statistics.median(r[0] for r in results[True])
-    plain_cpu = statistics.median(r[0] for r in results[False])
-    keyed_wall = statistics.median(r[1] for r in results[True])
-    plain_wall = statistics.median(r[1] for r in results[False])
+                for session in sessions.values():
+                    session.close()
+    cpu = {v: statistics.median(r[0] for r in rows) for v, rows in results.items()}
+    wall = {v: statistics.median(r[1] for r in rows) for v, rows in results.items()}
     return {
-        "server_cpu_us": {"keyed": round(keyed_cpu), "unkeyed": round(plain_cpu)},
-        "server_cpu_ratio": round(keyed_cpu / plain_cpu, 2),
-        "wall_us": {"keyed": round(keyed_wall), "unkeyed": round(plain_wall)},
-        "wall_ratio": round(keyed_wall / plain_wall, 2),
-        "keyed_calls_per_s": round(1e6 / keyed_wall),
-        "keyed_calls_per_cpu_s": round(1e6 / keyed_cpu),
+        "server_cpu_us": {v: round(x) for v, x in cpu.items()},
+        "server_cpu_ratio": {v: round(x / cpu["plain"], 2) for v, x in cpu.items()},
+        "wall_us": {v: round(x) for v, x in wall.items()},
+        "wall_ratio": {v: round(x / wall["plain"], 2) for v, x in wall.items()},
+        "calls_per_s": {v: round(1e6 / x) for v, x in wall.items()},
+        "calls_per_cpu_s": {v: round(1e6 / x) for v, x in cpu.items()},
     }
 
 
@@ -158,27 +183,29 @@ ALL_STORES = [
 
 def measure_store(store: str, calls: int, rounds: int, warmup: int) -> dict[str, Any] | str:
     """One store's figures, or why it was skipped."""
-    run = lambda env: measure(env, calls, rounds, warmup)  # noqa: E731
-    base = {"STATE_PREFIX": "bench-ledger"}
+
+    def run(env: dict[str, str]) -> dict[str, Any]:
+        return measure({"STATE_PREFIX": "bench-ledger", **env}, calls, rounds, warmup)
+
     if store == "sqlite":
-        return run({})
+        return measure({}, calls, rounds, warmup)
     if store.startswith("redis") and redis_server_path() is None:
         return "skipped: redis-server is not on PATH"
     query = "?wait_replicas=0" if store.endswith("-nowait") else ""
     if store == "redis":
         with RedisProcess() as redis:
-            return run({**base, "REDIS_URL": redis.url})
+            return run({"REDIS_URL": redis.url})
     if store.startswith("redis-cluster"):
         with RedisClusterProcess() as cluster:
-            return run({**base, "REDIS_URL": cluster.url + query})
+            return run({"REDIS_URL": cluster.url + query})
     if store.startswith("redis-sentinel"):
         with RedisSentinelSet() as sentinel:
-            return run({**base, "REDIS_URL": sentinel.url + query})
+            return run({"REDIS_URL": sentinel.url + query})
     if store == "postgres":
         if postgres_bindir() is None:
             return "skipped: PostgreSQL is not installed"
         with PostgresProcess() as postgres:
-            return run({**base, "POSTGRES_URL": postgres.url})
+            return run({"POSTGRES_URL": postgres.url})
     raise ValueError(f"unknown store {store!r}")
 
 
@@ -199,22 +226,26 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"increment, {args.calls} calls x {args.rounds} rounds (medians), keyed vs unkeyed")
     print(
-        f"{'store':22} {'server CPU µs/call':>26} {'ratio':>6} {'wall µs/call':>22} {'ratio':>6}"
-        f" {'keyed/s':>8} {'keyed/CPU-s':>11}"
+        f"increment, {args.calls} calls x {args.rounds} rounds (medians);"
+        " ratios to the plain unkeyed call"
+    )
+    print(
+        f"{'store':21} {'variant':14} {'server CPU µs/call':>18} {'ratio':>6}"
+        f" {'wall µs/call':>13} {'ratio':>6} {'calls/s':>8} {'calls/CPU-s':>11}"
     )
     for store in stores:
         row = report[store]
         if isinstance(row, str):
-            print(f"{store:22} {row}")
+            print(f"{store:21} {row}")
             continue
-        cpu, wall = row["server_cpu_us"], row["wall_us"]
-        print(
-            f"{store:22} {cpu['keyed']:>12} / {cpu['unkeyed']:<11} {row['server_cpu_ratio']:>6}"
-            f" {wall['keyed']:>10} / {wall['unkeyed']:<9} {row['wall_ratio']:>6}"
-            f" {row['keyed_calls_per_s']:>8} {row['keyed_calls_per_cpu_s']:>11}"
-        )
+        for variant in VARIANTS:
+            print(
+                f"{store:21} {variant:14} {row['server_cpu_us'][variant]:>18}"
+                f" {row['server_cpu_ratio'][variant]:>6} {row['wall_us'][variant]:>13}"
+                f" {row['wall_ratio'][variant]:>6} {row['calls_per_s'][variant]:>8}"
+                f" {row['calls_per_cpu_s'][variant]:>11}"
+            )
     return 0
 
 

@@ -1,7 +1,10 @@
 """Demo: three example MCP servers sharing state, and one resilient client talking to them.
 
 The servers are built on the server kit (``mcp_resilient.server``): a non-idempotent
-``increment`` caught in flight by a SIGKILL completes exactly once, with no error.
+``increment`` caught in flight by a SIGKILL completes exactly once, with no error, both
+when the kill comes after the server recorded the answer (it is replayed from the ledger)
+and when it comes mid-run, before the commit (``increment`` is transactional: the dead
+run left no trace, and the re-send runs it afresh).
 
     python -m examples.demo [--servers 3]
 
@@ -101,16 +104,50 @@ async def run(cluster: ServerCluster) -> None:
             f"increment -> {result.structured_content} ({elapsed:.0f} ms, through the crash;"
             f" ran {runs} time(s), answer replayed from the ledger: {replayed})"
         )
-        notes = await client.call_tool("list_notes")
-        print(f"list_notes -> {notes.structured_content}")
-        print(f"now on {client.endpoint}, session {client.session_id}")
         if result.structured_content != {"result": 4}:
             raise RuntimeError(f"the counter did not continue: {result.structured_content}")
         if runs != 1:
             raise RuntimeError(f"the increment ran {runs} times, not exactly once")
+
+        # Now a kill mid-run: the transactional increment has staged its execution record
+        # and waits before its second write, so nothing is committed yet. The dead run
+        # leaves no trace, and the client's re-send (same key) runs it afresh elsewhere.
+        victim = next(server for server in cluster if server.url == client.endpoint)
+        survivor = next(s for s in cluster if s is not victim and s.running)
+        call_id, hold = uuid.uuid4().hex, uuid.uuid4().hex
+        print(f"\nincrement in flight on {victim.instance}; SIGKILL mid-run, before it commits...")
+        started = time.perf_counter()
+
+        async def mid_run() -> None:
+            outcome["mid"] = await client.call_tool(
+                "increment", {"by": 1, "call_id": call_id, "hold": hold, "hold_at": "between"}
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(mid_run)
+            await until(lambda: gate_state(survivor, hold, "waiting"), "the run is mid-way")
+            applied = await executions(survivor, call_id)
+            print(
+                f"  killing {victim.instance} (pid {victim.pid}) with SIGKILL mid-run"
+                f" (applied so far: {applied})"
+            )
+            victim.kill()
+            await open_gate(survivor, hold)
+        result = outcome["mid"]
+        elapsed = (time.perf_counter() - started) * 1000
+        runs = await executions(survivor, call_id)
+        print(
+            f"increment -> {result.structured_content} ({elapsed:.0f} ms, through the crash;"
+            f" applied {runs} time(s), no error)"
+        )
+        if result.is_error or result.structured_content != {"result": 5} or runs != 1:
+            raise RuntimeError(f"the mid-run kill did not end in one increment: {result}")
+        notes = await client.call_tool("list_notes")
+        print(f"list_notes -> {notes.structured_content}")
+        print(f"now on {client.endpoint}, session {client.session_id}")
         counter = await client.call_tool("get_counter")
-        if counter.structured_content != {"result": 4}:
-            raise RuntimeError(f"the counter is {counter.structured_content}, not 4")
+        if counter.structured_content != {"result": 5}:
+            raise RuntimeError(f"the counter is {counter.structured_content}, not 5")
         stats = client.stats
         print(
             f"stats: {stats.attempts} attempts, {stats.retries} retries,"

@@ -71,14 +71,24 @@ class ExampleState:
     def _gate_key(self, name: str) -> str:
         return f"{self.store.prefix}example:gate:{name}"
 
+    async def record_execution(self, session: SessionState, call_id: str) -> None:
+        """Count one execution of ``call_id`` (shared by every instance).
+
+        Written through the session's store, so in a transactional tool it commits with
+        the tool's state writes (it counts applied runs); elsewhere it is written at once
+        (it counts runs).
+        """
+        await session.store.incr(self._exec_key(call_id), 1, ttl=None, touch=None)
+
     async def increment(self, session: SessionState, by: int, call_id: str | None) -> int:
         """Add ``by`` to the counter; with a call id, count one execution of it first.
 
-        The record comes first: a process killed between the two steps shows a run that
-        did not reach the counter, never a counter change with no run recorded.
+        The record comes first: a process killed between the two steps of a tool that is
+        not transactional shows a run that did not reach the counter, never a counter
+        change with no run recorded.
         """
         if call_id is not None:
-            await self.store.incr(self._exec_key(call_id), 1, ttl=None, touch=None)
+            await self.record_execution(session, call_id)
         return await session.incr(COUNTER, by)
 
     @staticmethod

@@ -20,6 +20,9 @@ Environment:
     MCP_EXIT_WITH_PARENT  launcher PID; the server exits when that process is gone
     MCP_IDEMPOTENCY  0 to leave the ledger out (a plain server: no capability)
     MCP_LEDGER_LEASE seconds a running call's claim lives without renewal (default 3)
+    MCP_TRANSACTIONAL 0 to make the state-changing tools plain (their writes go straight
+                     to the store, as a call to another service would): what the tests
+                     of a client's "outcome unknown" handling use
 """
 
 from __future__ import annotations
@@ -51,10 +54,18 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from examples.state import ExampleState, store_from_env
-from mcp_resilient.server import Resilience, SessionState, Store, add_resilience
+from examples.state import COUNTER, ExampleState, store_from_env
+from mcp_resilient.server import (
+    Resilience,
+    SessionState,
+    Store,
+    add_resilience,
+    after_commit,
+    transactional,
+)
 
 EventStoreMode = Literal["auto", "memory", "redis", "none"]
+HoldPoint = Literal["start", "between", "end"]
 LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 
 MAX_STEPS = 1000
@@ -88,6 +99,7 @@ class ServerConfig:
     json_response: bool = False
     idempotency: bool = True
     ledger_lease: float = 3.0
+    transactional: bool = True
 
     @classmethod
     def from_env(
@@ -105,6 +117,7 @@ class ServerConfig:
             json_response=env.get("MCP_JSON_RESPONSE", "") in ("1", "true", "yes"),
             idempotency=env.get("MCP_IDEMPOTENCY", "1") not in ("0", "false", "no"),
             ledger_lease=float(env.get("MCP_LEDGER_LEASE", "3")),
+            transactional=env.get("MCP_TRANSACTIONAL", "1") not in ("0", "false", "no"),
         )
 
 
@@ -214,26 +227,55 @@ def create_server(config: ServerConfig, store: Store) -> tuple[FastMCP, Resilien
         },
     )
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+    # The state-changing tools commit their writes with their outcome (MCP_TRANSACTIONAL=0:
+    # plain tools whose writes land at once, like calls to another service).
+    tx: Callable[[Callable[..., Any]], Callable[..., Any]] = (
+        transactional if config.transactional else (lambda fn: fn)
+    )
 
     @mcp.tool(annotations=_writes(idempotent=False, destructive=False))
+    @tx
     async def increment(
         ctx: Context,
         by: int = 1,
         call_id: str | None = None,
         gate: str | None = None,
         reply_gate: str | None = None,
+        hold: str | None = None,
+        hold_at: HoldPoint = "start",
     ) -> int:
         """Add `by` to this session's counter and return the new value.
 
         With `call_id`, the execution is counted (see `executions`). With `gate`, the
         answer waits, after the work is committed, until that gate is opened: a window
         in which a test can break the connection or kill the server. `reply_gate` waits
-        later, once the idempotency ledger has recorded the answer.
+        later, once the idempotency ledger has recorded the answer. `hold` waits inside
+        the run, before it commits: at the `start`, `between` the execution record and
+        the counter, or at the `end`.
         """
         del reply_gate  # held by the ReplyGate middleware, outside the ledger
-        value = await app_state.increment(kit.state(ctx), by, call_id)
+
+        async def pause(point: HoldPoint) -> None:
+            if hold is not None and hold_at == point:
+                await wait_gate(hold)
+
+        state = kit.state(ctx)
+        await pause("start")
+        if call_id is not None:
+            await app_state.record_execution(state, call_id)
+        await pause("between")
+        value = await state.incr(COUNTER, by)
+        await pause("end")
         if gate is not None:
-            await wait_gate(gate)
+            if config.transactional:
+                gate_name = gate
+
+                async def hold_answer() -> None:
+                    await wait_gate(gate_name)
+
+                after_commit(hold_answer)
+            else:
+                await wait_gate(gate)
         return value
 
     @mcp.tool(annotations=read_only)
@@ -247,12 +289,14 @@ def create_server(config: ServerConfig, store: Store) -> tuple[FastMCP, Resilien
         return await app_state.get_counter(kit.state(ctx))
 
     @mcp.tool(annotations=_writes(idempotent=True, destructive=True))
+    @tx
     async def set_counter(ctx: Context, value: int) -> int:
         """Overwrite this session's counter; returns the value set."""
         await app_state.set_counter(kit.state(ctx), value)
         return value
 
     @mcp.tool(annotations=_writes(idempotent=False, destructive=False))
+    @tx
     async def add_note(ctx: Context, text: str) -> int:
         """Append a note to this session; returns how many notes it has now."""
         return await app_state.add_note(kit.state(ctx), text)

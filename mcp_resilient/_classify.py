@@ -28,6 +28,7 @@ from .errors import (
 __all__ = [
     "IDEMPOTENCY_CAPABILITY",
     "IDEMPOTENCY_META_KEY",
+    "LEDGER_CONFLICT",
     "LEDGER_IN_PROGRESS",
     "LEDGER_KEY_CONFLICT",
     "LEDGER_STARTED_NOT_FINISHED",
@@ -57,6 +58,8 @@ LEDGER_KEY_CONFLICT = -31903
 """The key was already used for a different tool or arguments."""
 LEDGER_UNAVAILABLE = -31904
 """The ledger's store could not be reached; the call was not run."""
+LEDGER_CONFLICT = -31905
+"""A transactional call met concurrent writes on every attempt; nothing was applied."""
 
 
 class Failure(enum.Enum):

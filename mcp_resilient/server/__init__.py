@@ -8,6 +8,9 @@ mcp = FastMCP("app")
 add_resilience(mcp, RedisStore("redis://127.0.0.1:6379/0"))   # or SQLiteStore("state.db")
 ```
 
+``@transactional`` tools commit their session state writes with their outcome
+(docs/exactly-once.md, "Transactional tools").
+
 Needs the ``server`` extra (``fastmcp``, ``redis``). See docs/server-kit.md and, for the
 wire contract of idempotency keys, docs/exactly-once.md.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 from .._classify import (
     IDEMPOTENCY_CAPABILITY,
     IDEMPOTENCY_META_KEY,
+    LEDGER_CONFLICT,
     LEDGER_IN_PROGRESS,
     LEDGER_KEY_CONFLICT,
     LEDGER_STARTED_NOT_FINISHED,
@@ -35,21 +39,35 @@ from ._kit import (
 )
 from ._ledger import DEFAULT_LEASE, DEFAULT_RESULT_TTL, DEFAULT_WAIT, Ledger, LedgerError
 from ._redis import RedisStore
-from ._store import LedgerRecord, NotReplicatedError, SQLiteStore, Store, StoreError
+from ._store import (
+    Commit,
+    CommitResult,
+    LedgerRecord,
+    NotReplicatedError,
+    SQLiteStore,
+    StateValue,
+    Store,
+    StoreError,
+)
+from ._tx import DEFAULT_ATTEMPTS, after_commit, transactional
 
 __all__ = [
+    "DEFAULT_ATTEMPTS",
     "DEFAULT_LEASE",
     "DEFAULT_RESULT_TTL",
     "DEFAULT_SESSION_TTL",
     "DEFAULT_WAIT",
     "IDEMPOTENCY_CAPABILITY",
     "IDEMPOTENCY_META_KEY",
+    "LEDGER_CONFLICT",
     "LEDGER_IN_PROGRESS",
     "LEDGER_KEY_CONFLICT",
     "LEDGER_STARTED_NOT_FINISHED",
     "LEDGER_UNAVAILABLE",
     "REPLAYED_META_KEY",
     "STATE_ID_META_KEY",
+    "Commit",
+    "CommitResult",
     "IdempotencyMiddleware",
     "Ledger",
     "LedgerError",
@@ -60,11 +78,14 @@ __all__ = [
     "Resilience",
     "SQLiteStore",
     "SessionState",
+    "StateValue",
     "Store",
     "StoreError",
     "add_resilience",
+    "after_commit",
     "default_principal",
     "session_state",
+    "transactional",
 ]
 
 

@@ -40,12 +40,21 @@ from ._ledger import (
     DEFAULT_LEASE,
     DEFAULT_RESULT_TTL,
     DEFAULT_WAIT,
+    ConflictsExhausted,
     Ledger,
     Unrecorded,
+    conflict_error,
     fingerprint,
 )
 from ._state import DEFAULT_SESSION_TTL, SessionState, state_key
 from ._store import Store, StoreError
+from ._tx import (
+    Transaction,
+    TransactionalOptions,
+    current_transaction,
+    run_attempts,
+    transactional_options,
+)
 
 __all__ = [
     "DEFAULT_SESSION_TTL",
@@ -63,6 +72,7 @@ logger = logging.getLogger("mcp_resilient.server")
 REPLAYED_META_KEY = "io.github.mcp-resilient/replayed"
 """Set to ``true`` in ``_meta`` of a result served from the ledger instead of a new run."""
 _HEALTH_TIMEOUT = 2.0
+_OWNERS_CACHED = 10_000
 _MAX_KEY_LENGTH = 255
 _content_adapter: TypeAdapter[list[mcp_types.ContentBlock]] = TypeAdapter(
     list[mcp_types.ContentBlock]
@@ -90,11 +100,24 @@ def default_principal(_ctx: Context | None = None) -> str:
 
 
 class IdempotencyMiddleware(Middleware):
-    """Runs each keyed ``tools/call`` through the ledger; calls without a key pass through."""
+    """Runs each keyed ``tools/call`` through the ledger; calls without a key pass through.
 
-    def __init__(self, ledger: Ledger, *, principal: Principal = default_principal) -> None:
+    With ``kit``, ``@transactional`` tools run in a transaction whose commit carries the
+    ledger's outcome (keyed) or stands alone (unkeyed, or ``ledger`` None).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | None,
+        *,
+        principal: Principal = default_principal,
+        kit: Resilience | None = None,
+    ) -> None:
+        if ledger is None and kit is None:
+            raise ValueError("IdempotencyMiddleware needs a ledger, a kit, or both")
         self.ledger = ledger
         self.principal = principal
+        self.kit = kit
 
     @staticmethod
     def _key(context: MiddlewareContext[mcp_types.CallToolRequestParams]) -> str | None:
@@ -120,12 +143,13 @@ class IdempotencyMiddleware(Middleware):
         return key
 
     @staticmethod
-    async def _read_only(context: MiddlewareContext[Any], name: str) -> bool:
+    async def _tool(context: MiddlewareContext[Any], name: str) -> object | None:
         ctx = context.fastmcp_context
-        if ctx is None:
-            return False
-        tool = await ctx.fastmcp.get_tool(name)
-        annotations = tool.annotations if tool is not None else None
+        return None if ctx is None else await ctx.fastmcp.get_tool(name)
+
+    @staticmethod
+    def _read_only(tool: object | None) -> bool:
+        annotations = getattr(tool, "annotations", None)
         return bool(annotations is not None and annotations.read_only_hint)
 
     async def on_call_tool(
@@ -133,49 +157,142 @@ class IdempotencyMiddleware(Middleware):
         context: MiddlewareContext[mcp_types.CallToolRequestParams],
         call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
     ) -> ToolResult:
-        key = self._key(context)
+        key = self._key(context) if self.ledger is not None else None
         message = context.message
-        if key is None or await self._read_only(context, message.name):
-            # Nothing to remember for a read: running it again is the right answer.
+        if key is None and self.kit is None:
+            return await call_next(context)
+        tool = await self._tool(context, message.name)
+        if self._read_only(tool):
+            key = None  # nothing to remember for a read: running it again is the right answer
+        options = transactional_options(tool) if self.kit is not None else None
+        if options is not None:
+            return await self._transactional(context, call_next, options, key)
+        if key is None or self.ledger is None:
             return await call_next(context)
         fp = fingerprint(message.name, message.arguments or {})
         scope = self.principal(context.fastmcp_context)
         first: dict[str, Any] = {}
 
         async def run() -> str:
-            try:
-                result = await call_next(context)
-            except _REFUSALS as exc:
-                # Refused before the body ran: no outcome, nothing to remember. A re-send
-                # meets the same checks (and runs once if they pass now).
-                raise Unrecorded(exc) from exc
-            except ToolError as exc:
-                first["error"] = exc
-                return json.dumps({"toolError": str(exc)})
-            except MCPError as exc:
-                first["error"] = exc
-                return json.dumps(
-                    {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
-                )
-            if isinstance(result, InputRequiredToolResult):
-                # A 2026-07-28 round: the call goes on in the next leg, under the same key.
-                raise Unrecorded(result)
-            first["result"] = result
-            return _encode_result(result)
+            return await _run_once(context, call_next, first)
 
-        try:
-            encoded, ran = await self.ledger.run(scope, key, fp, run)
-        except Unrecorded as answer:
-            if isinstance(answer.value, BaseException):
-                raise answer.value from None
-            leg: ToolResult = answer.value
-            return leg
-        if ran:
+        return await _answer(first, lambda: self.ledger.run(scope, key, fp, run))  # type: ignore[union-attr]
+
+    async def _transactional(
+        self,
+        context: MiddlewareContext[mcp_types.CallToolRequestParams],
+        call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+        options: TransactionalOptions,
+        key: str | None,
+    ) -> ToolResult:
+        """Run a ``@transactional`` tool: staged writes, one commit with the outcome."""
+        kit = self.kit
+        assert kit is not None
+        ledger = self.ledger
+        message = context.message
+        first: dict[str, Any] = {}
+
+        async def body() -> str:
+            first.clear()
+            encoded = await _run_once(context, call_next, first)
             if "error" in first:
-                raise first["error"]
-            result: ToolResult = first["result"]
-            return result
-        return _decode_outcome(encoded)
+                _abandon_writes()
+            return encoded
+
+        after: list[Callable[[], Awaitable[None]]] = []
+
+        def on_commit(tx: Transaction) -> None:
+            kit.remember_owners(tx.owned)
+            after.extend(tx.after)
+
+        async def attempts(record: str | None, owner: str | None) -> str:
+            try:
+                return await run_attempts(
+                    kit.store,
+                    options.attempts,
+                    body,
+                    record=record,
+                    owner=owner,
+                    record_ttl=ledger.result_ttl if ledger is not None else 0.0,
+                    on_commit=on_commit,
+                )
+            except ConflictsExhausted as exc:
+                raise conflict_error(key, options.attempts) from exc
+
+        ctx = context.fastmcp_context
+        if key is None or ledger is None or ctx is None:
+
+            async def unkeyed() -> tuple[str, bool]:
+                return await attempts(None, None), True
+
+            answer = await _answer(first, unkeyed)
+        else:
+            fp = fingerprint(message.name, message.arguments or {})
+            record_key = ledger.transactional_record_key(
+                kit.state_prefix(ctx), self.principal(ctx), key
+            )
+            answer = await _answer(
+                first, lambda: ledger.run_transactional(record_key, key, fp, attempts)
+            )
+        for callback in after:  # the committed run's, once the ledger is done with it
+            await callback()
+        return answer
+
+
+async def _run_once(
+    context: MiddlewareContext[mcp_types.CallToolRequestParams],
+    call_next: CallNext[mcp_types.CallToolRequestParams, ToolResult],
+    first: dict[str, Any],
+) -> str:
+    """One run of the tool: its outcome encoded for the ledger (kept in ``first``).
+
+    Raises ``Unrecorded`` for what is not the call's outcome: a refusal before the body
+    ran, or a 2026-07-28 ``input_required`` round.
+    """
+    try:
+        result = await call_next(context)
+    except _REFUSALS as exc:
+        # Refused before the body ran: no outcome, nothing to remember. A re-send
+        # meets the same checks (and runs once if they pass now).
+        raise Unrecorded(exc) from exc
+    except ToolError as exc:
+        first["error"] = exc
+        return json.dumps({"toolError": str(exc)})
+    except MCPError as exc:
+        first["error"] = exc
+        return json.dumps({"error": {"code": exc.code, "message": exc.message, "data": exc.data}})
+    if isinstance(result, InputRequiredToolResult):
+        # A 2026-07-28 round: the call goes on in the next leg, under the same key.
+        raise Unrecorded(result)
+    first["result"] = result
+    return _encode_result(result)
+
+
+async def _answer(
+    first: dict[str, Any], run: Callable[[], Awaitable[tuple[str, bool]]]
+) -> ToolResult:
+    """What the caller gets: this run's result or error, or the recorded outcome."""
+    try:
+        encoded, ran = await run()
+    except Unrecorded as answer:
+        if isinstance(answer.value, BaseException):
+            raise answer.value from None
+        leg: ToolResult = answer.value
+        return leg
+    if ran:
+        if "error" in first:
+            raise first["error"]
+        result: ToolResult = first["result"]
+        return result
+    return _decode_outcome(encoded)
+
+
+def _abandon_writes() -> None:
+    """A run that ends in an error writes nothing (its reads still must hold at commit)."""
+    tx = current_transaction()
+    if tx is not None:
+        tx.staged.writes.clear()
+        tx.after.clear()
 
 
 def _encode_result(result: ToolResult) -> str:
@@ -242,20 +359,42 @@ class Resilience:
         """This request's state: its session's (handshake era) or its state id's (2026-07-28).
 
         Without a state id in the 2026-07-28 era, the helper raises a ``ToolError`` that
-        says how to send one at its first use (nothing is written).
+        says how to send one at its first use (nothing is written). Inside a
+        ``@transactional`` tool its writes are staged in the run's transaction.
         """
         key = state_key(ctx)
         missing = key if isinstance(key, str) else None
         kind, ident = key if not isinstance(key, str) else ("state", "")
-        return SessionState(
-            self.store,
+        tx = current_transaction()
+        store: Store = self.store if tx is None else tx.staged
+        owned = self._owned if tx is None else tx.owned
+        state = SessionState(
+            store,
             ident,
             principal=self.principal(ctx),
             ttl=self.session_ttl,
             kind=kind,
             missing=missing,
-            _owned=self._owned,
+            _owned=owned,
         )
+        if tx is not None and state.prefix in self._owned:
+            # What this process already checked; a transaction's own checks count once
+            # it committed (remember_owners).
+            owned.setdefault(state.prefix, self._owned[state.prefix])
+        return state
+
+    def state_prefix(self, ctx: Context) -> str | None:
+        """The key prefix of this request's state (None: the request has none, such as a
+        2026-07-28 request without a state id)."""
+        if isinstance(state_key(ctx), str):
+            return None
+        return self.state(ctx).prefix
+
+    def remember_owners(self, owners: Mapping[str, tuple[str, float]]) -> None:
+        """Owner checks a transaction committed: later runs need not stage them again."""
+        if len(self._owned) + len(owners) >= _OWNERS_CACHED:
+            self._owned.clear()
+        self._owned.update(owners)
 
 
 _kits: weakref.WeakKeyDictionary[FastMCP, Resilience] = weakref.WeakKeyDictionary()
@@ -324,7 +463,6 @@ def add_resilience(
     ledger: Ledger | None = None
     if idempotency:
         ledger = Ledger(store, lease=lease, result_ttl=result_ttl, wait=wait)
-        mcp.add_middleware(IdempotencyMiddleware(ledger, principal=principal))
         settings = {
             "version": 1,
             "metaKey": IDEMPOTENCY_META_KEY,
@@ -344,6 +482,8 @@ def add_resilience(
 
     kit = Resilience(mcp, store, ledger, events, session_ttl, principal)
     _kits[mcp] = kit
+    # Always on: @transactional tools commit atomically with or without the ledger.
+    mcp.add_middleware(IdempotencyMiddleware(ledger, principal=principal, kit=kit))
 
     if resume_tool:
         name = resume_tool if isinstance(resume_tool, str) else None

@@ -5,6 +5,10 @@ lease the owner keeps renewing), runs the tool and stores its outcome. A duplica
 arrives while the owner runs waits (bounded) for the outcome; one that arrives later
 gets it at once; one whose owner died (lease ran out, no outcome) gets the distinct
 "started, never finished" error, because re-running could do the work twice.
+
+A transactional run (``_tx.py``) is claimed as such and commits its writes together with
+its outcome, so a record still running after its owner's lease ended has done nothing:
+the duplicate takes it over and runs the tool afresh instead of answering with an error.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import anyio
 from mcp.shared.exceptions import MCPError
 
 from .._classify import (
+    LEDGER_CONFLICT,
     LEDGER_IN_PROGRESS,
     LEDGER_KEY_CONFLICT,
     LEDGER_STARTED_NOT_FINISHED,
@@ -47,6 +52,8 @@ DEFAULT_WAIT = 30.0
 _POLL = 0.05
 _RELEASE_TIMEOUT = 2.0
 _MAX_RECLAIMS = 3
+TX_RECORD_INFIX = "__idem__:"
+"""Marks a transactional call's ledger record among its state's keys."""
 
 
 def short_hash(text: str) -> str:
@@ -57,6 +64,32 @@ def short_hash(text: str) -> str:
 
 class LedgerError(MCPError):
     """A JSON-RPC error of the exactly-once extension (codes in ``mcp_resilient._classify``)."""
+
+
+class LostClaim(Exception):
+    """A transactional run found its record taken over at commit: it wrote nothing."""
+
+
+class ConflictsExhausted(Exception):
+    """A transactional run kept meeting concurrent writes: it wrote nothing."""
+
+
+def conflict_error(key: str | None, attempts: int) -> LedgerError:
+    """The answer when every attempt of a transactional run met a conflicting write."""
+    data: dict[str, Any] = {"retryAfterMs": 100}
+    if key is not None:
+        data["idempotencyKey"] = key
+    return LedgerError(
+        LEDGER_CONFLICT,
+        f"the call's state changed under it {attempts} times in a row; nothing was applied."
+        " Send it again (with the same idempotency key)",
+        data,
+    )
+
+
+#: What a transactional run is given: the ledger record it claimed and its owner id
+#: (or None, None for an unkeyed call); it returns the encoded outcome once committed.
+TransactionalCall = Callable[[str | None, str | None], Awaitable[str]]
 
 
 class Unrecorded(Exception):
@@ -107,25 +140,61 @@ class Ledger:
         scope_hash = hashlib.sha256(scope.encode()).hexdigest()[:32]
         return f"{self.store.prefix}idem:{scope_hash}:{key}"
 
+    def transactional_record_key(self, state_prefix: str | None, scope: str, key: str) -> str:
+        """Where a transactional call's record lives: with the state it commits into
+        (``{state prefix}__idem__:{hash of scope}:{key}``), so one commit touches the keys of
+        one state only and the record moves with the state when a session resumes.
+        Without a state: the usual place."""
+        if state_prefix is None:
+            return self.record_key(scope, key)
+        scope_hash = hashlib.sha256(scope.encode()).hexdigest()[:32]
+        return f"{state_prefix}{TX_RECORD_INFIX}{scope_hash}:{key}"
+
     async def run(
         self, scope: str, key: str, fp: str, call: Callable[[], Awaitable[str]]
     ) -> tuple[str, bool]:
         """Run ``call`` once under ``key``; the encoded outcome and whether this call ran it."""
-        record_key = self.record_key(scope, key)
+
+        async def own(_record: str | None, _owner: str | None) -> str:
+            return await call()
+
+        return await self._run(self.record_key(scope, key), key, fp, own, transactional=False)
+
+    async def run_transactional(
+        self, record_key: str, key: str, fp: str, call: TransactionalCall
+    ) -> tuple[str, bool]:
+        """Run a transactional ``call`` once under ``key``: it commits its writes with the
+        outcome itself (``Store.commit``); a dead owner's record is taken over and run
+        afresh. The encoded outcome and whether this call ran it."""
+        return await self._run(record_key, key, fp, call, transactional=True)
+
+    async def _run(
+        self, record_key: str, key: str, fp: str, call: TransactionalCall, *, transactional: bool
+    ) -> tuple[str, bool]:
         for _ in range(_MAX_RECLAIMS):
             owner = uuid.uuid4().hex
             try:
                 existing = await self.store.claim(
-                    record_key, owner, fp, lease=self.lease, ttl=self.result_ttl
+                    record_key,
+                    owner,
+                    fp,
+                    lease=self.lease,
+                    ttl=self.result_ttl,
+                    **({"transactional": True} if transactional else {}),
                 )
             except StoreError as exc:
                 raise self._unavailable(key, exc) from exc
             if existing is None:
-                return await self._own(record_key, owner, call, key), True
-            outcome = await self._follow(record_key, key, fp, existing)
+                try:
+                    return await self._own(record_key, owner, call, transactional, key), True
+                except LostClaim:
+                    # Our lease ended and another run took the record over: follow it.
+                    existing = LedgerRecord("running", fp, self.lease, transactional=True)
+            outcome = await self._follow(record_key, key, fp, existing, transactional)
             if outcome is not None:
                 return outcome, False
-            # The record expired while we looked: claim it afresh.
+            # The record expired while we looked, or its dead owner's run left no trace:
+            # claim it afresh.
         raise self._unavailable(key, StoreError("the record kept vanishing"))
 
     def _unavailable(self, key: str, exc: Exception) -> LedgerError:
@@ -139,21 +208,28 @@ class Ledger:
         )
 
     async def _own(
-        self, record_key: str, owner: str, call: Callable[[], Awaitable[str]], key: str = ""
+        self,
+        record_key: str,
+        owner: str,
+        call: TransactionalCall,
+        transactional: bool,
+        key: str = "",
     ) -> str:
-        # A store that can (PostgreSQL) runs the tool and the outcome in one transaction.
+        # A store that can (PostgreSQL) runs a plain tool, its writes and the outcome in
+        # one database transaction, which the tool may share (``PostgresStore.transaction``).
+        # A transactional run commits its staged writes itself (``Store.commit``).
         unit = getattr(self.store, "ledger_unit", None)
-        if unit is None:
-            return await self._run_owned(record_key, owner, call, key, joined=False)
+        if unit is None or transactional:
+            return await self._run_owned(record_key, owner, call, transactional, key, False)
         try:
             async with unit(record_key):
-                return await self._run_owned(record_key, owner, call, key, joined=True)
+                return await self._run_owned(record_key, owner, call, transactional, key, True)
         except StoreError as exc:  # the commit of the tool's writes and outcome failed
             raise self._not_durable(record_key, key, exc) from exc
 
     def _not_durable(self, record_key: str, key: str, exc: StoreError) -> LedgerError:
         """The tool ran but its outcome is not safely stored: no answer it could not back."""
-        logger.warning("outcome of %s not stored durably: %s", record_key, exc)
+        logger.warning("outcome of #%s not stored durably: %s", short_hash(record_key), exc)
         why = (
             "no replica of its store confirmed the outcome in time"
             if isinstance(exc, NotReplicatedError)
@@ -169,9 +245,9 @@ class Ledger:
         self,
         record_key: str,
         owner: str,
-        call: Callable[[], Awaitable[str]],
+        call: TransactionalCall,
+        transactional: bool,
         key: str,
-        *,
         joined: bool,
     ) -> str:
         encoded: str | None = None
@@ -179,10 +255,15 @@ class Ledger:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat, record_key, owner)
             try:
-                encoded = await call()
+                encoded = await call(record_key, owner)
             except BaseException as exc:  # cancellation too: the lease must end either way
                 error = exc
             tg.cancel_scope.cancel()
+        if isinstance(error, LostClaim):
+            raise error
+        if isinstance(error, NotReplicatedError) and transactional:
+            # The commit reached the primary, no replica confirmed it: not an answer.
+            raise self._not_durable(record_key, key, error)
         if isinstance(error, Unrecorded):
             with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
                 try:
@@ -201,6 +282,8 @@ class Ledger:
                         "could not end the lease of #%s: %s", short_hash(record_key), exc
                     )
             raise error if error is not None else RuntimeError("no outcome")
+        if transactional:
+            return encoded  # committed with its writes
         try:
             if not await self.store.complete(record_key, owner, encoded, ttl=self.result_ttl):
                 logger.warning(
@@ -226,8 +309,14 @@ class Ledger:
             except StoreError as exc:
                 logger.warning("could not renew the lease of #%s: %s", short_hash(record_key), exc)
 
-    async def _follow(self, record_key: str, key: str, fp: str, record: LedgerRecord) -> str | None:
-        """A duplicate: the stored outcome, waiting (bounded) while the owner runs."""
+    async def _follow(
+        self, record_key: str, key: str, fp: str, record: LedgerRecord, transactional: bool
+    ) -> str | None:
+        """A duplicate: the stored outcome, waiting (bounded) while the owner runs.
+
+        None: claim again (the record is gone, or it is a transactional run whose owner
+        died before committing, so nothing happened and the tool may run afresh).
+        """
         deadline = anyio.current_time() + self.wait
         current: LedgerRecord | None = record
         while True:
@@ -241,6 +330,8 @@ class Ledger:
                 )
             if current.state == "done" and current.outcome is not None:
                 return current.outcome
+            if current.lease_left <= 0 and transactional and current.transactional:
+                return None
             if current.lease_left <= 0:
                 raise LedgerError(
                     LEDGER_STARTED_NOT_FINISHED,

@@ -22,7 +22,7 @@ from psycopg import AsyncConnection, sql
 from psycopg import Error as PsycopgError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ._store import LedgerRecord, StoreError
+from ._store import Commit, CommitResult, LedgerRecord, StateValue, StoreError
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -62,7 +62,7 @@ def _schema(prefix: str) -> list[sql.Composed]:
         sql.SQL(
             'CREATE TABLE IF NOT EXISTS {} (key text COLLATE "C" PRIMARY KEY, state text NOT NULL,'
             " owner text NOT NULL, fingerprint text NOT NULL, lease_until timestamptz NOT NULL,"
-            " outcome text, expires_at timestamptz NOT NULL)"
+            " outcome text, expires_at timestamptz NOT NULL, tx boolean NOT NULL DEFAULT false)"
         ).format(ledger),
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (expires_at)").format(
             sql.Identifier(prefix + "kv_expires"), kv
@@ -199,6 +199,9 @@ class PostgresStore:
             await self._open()
         try:
             async with self._pool.connection(timeout=self.timeout) as conn, conn.transaction():
+                # A transactional tool that meets a conflict runs again: its SQL goes back
+                # to here first, so each attempt's rows are written once.
+                await conn.execute("SAVEPOINT mcp_attempt")
                 token = _unit.set(_Unit(self, record, conn))
                 try:
                     yield
@@ -347,40 +350,75 @@ class PostgresStore:
                     ).format(kv=self._kv),
                     {"new": new, "old": old, "ttl": ttl},
                 )
-                return int(cursor.rowcount)
+                copied = int(cursor.rowcount)
+                # Transactional records committed with this state travel with it.
+                await conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE key >= %s AND key < %s || chr(1114111)").format(
+                        self._ledger
+                    ),
+                    (new, new),
+                )
+                await conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {t} SELECT %(new)s || substr(key, length(%(old)s) + 1),"
+                        " state, owner, fingerprint, lease_until, outcome, expires_at, tx"
+                        " FROM {t} WHERE key >= %(old)s AND key < %(old)s || chr(1114111)"
+                        " AND state = 'done' AND expires_at > now()"
+                    ).format(t=self._ledger),
+                    {"new": new, "old": old},
+                )
+                return copied
         except (PsycopgError, PoolTimeout, OSError) as exc:
             raise StoreError(f"{self._where}: copy failed: {exc}") from exc
 
     # -- the ledger ------------------------------------------------------------------
 
-    _RECORD = "state, fingerprint, extract(epoch FROM lease_until - now()), outcome"
+    _RECORD = "state, fingerprint, extract(epoch FROM lease_until - now()), outcome, tx"
 
     @staticmethod
     def _record(row: tuple[Any, ...] | None) -> LedgerRecord | None:
         if row is None:
             return None
-        state, fingerprint, lease_left, outcome = row
+        state, fingerprint, lease_left, outcome, tx = row
         return LedgerRecord(
             state="done" if state == "done" else "running",
             fingerprint=str(fingerprint),
             lease_left=float(lease_left),
             outcome=None if outcome is None else str(outcome),
+            transactional=bool(tx),
         )
 
     async def claim(
-        self, key: str, owner: str, fingerprint: str, *, lease: float, ttl: float
+        self,
+        key: str,
+        owner: str,
+        fingerprint: str,
+        *,
+        lease: float,
+        ttl: float,
+        transactional: bool = False,
     ) -> LedgerRecord | None:
-        # A live record wins; an expired one is replaced. ``inserted`` tells which.
+        # A live record wins; an expired one is replaced, and so is a transactional run
+        # whose owner died before committing (for a transactional claimant, same call).
         query = sql.SQL(
             "INSERT INTO {t} AS r VALUES (%(key)s, 'running', %(owner)s, %(fp)s,"
             " now() + %(lease)s * interval '1 second', NULL,"
-            " now() + greatest(%(ttl)s, %(lease)s) * interval '1 second')"
+            " now() + greatest(%(ttl)s, %(lease)s) * interval '1 second', %(tx)s)"
             " ON CONFLICT (key) DO UPDATE SET state = excluded.state, owner = excluded.owner,"
             " fingerprint = excluded.fingerprint, lease_until = excluded.lease_until,"
-            " outcome = NULL, expires_at = excluded.expires_at WHERE r.expires_at <= now()"
+            " outcome = NULL, expires_at = excluded.expires_at, tx = excluded.tx"
+            " WHERE r.expires_at <= now() OR (%(tx)s AND r.tx AND r.state = 'running'"
+            " AND r.fingerprint = %(fp)s AND r.lease_until <= now())"
             " RETURNING owner"
         ).format(t=self._ledger)
-        params = {"key": key, "owner": owner, "fp": fingerprint, "lease": lease, "ttl": ttl}
+        params = {
+            "key": key,
+            "owner": owner,
+            "fp": fingerprint,
+            "lease": lease,
+            "ttl": ttl,
+            "tx": transactional,
+        }
         try:
             await self._maybe_sweep()
             async with self._conn(join=False) as conn:
@@ -454,6 +492,83 @@ class PostgresStore:
             self._last_sweep = now
             await self.sweep()
 
+    async def commit(self, commit: Commit) -> CommitResult:
+        """One database transaction (the ledger run's, when there is one): check the
+        record and every expected value under row locks, then write, slide, complete."""
+        try:
+            async with self._conn(join=True) as conn:
+                result = await self._commit(conn, commit)
+                unit = _unit.get()
+                if result != "committed" and unit is not None and unit.conn is conn:
+                    # Undo this attempt's own SQL too: the tool runs again (or gives up).
+                    await conn.execute("ROLLBACK TO SAVEPOINT mcp_attempt")
+                return result
+        except (PsycopgError, PoolTimeout, OSError) as exc:
+            raise StoreError(f"{self._where}: commit failed: {exc}") from exc
+
+    async def _commit(self, conn: AsyncConnection[Any], commit: Commit) -> CommitResult:
+        if commit.record is not None:
+            row = await (
+                await conn.execute(
+                    sql.SQL("SELECT owner, state FROM {} WHERE key = %s FOR UPDATE").format(
+                        self._ledger
+                    ),
+                    (commit.record,),
+                )
+            ).fetchone()
+            if row is None or row[0] != commit.owner or row[1] != "running":
+                return "lost"
+        # Row locks cannot guard a key that does not exist yet: one transaction-scoped
+        # advisory lock per key, taken in key order (no deadlock between commits).
+        for key in sorted({*commit.expect, *commit.writes}):
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (key,))
+        for key, expected in commit.expect.items():
+            row = await (
+                await conn.execute(
+                    sql.SQL(
+                        "SELECT value, items FROM {} WHERE key = %s"
+                        " AND (expires_at IS NULL OR expires_at > now()) FOR UPDATE"
+                    ).format(self._kv),
+                    (key,),
+                )
+            ).fetchone()
+            if not _matches(row, expected):
+                return "conflict"
+        touch = commit.touch
+        if touch is not None and commit.ttl is not None and commit.writes:
+            await conn.execute(self._touch(), (commit.ttl, touch, touch))
+        for key, value in commit.writes.items():
+            if value is None:
+                await conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE key = %s").format(self._kv), (key,)
+                )
+                continue
+            under = touch is not None and key.startswith(touch)
+            params = {
+                "key": key,
+                "value": value if isinstance(value, str) else None,
+                "items": None if isinstance(value, str) else list(value),
+                "ttl": commit.ttl if under else None,
+            }
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (key, value, items, expires_at) VALUES (%(key)s, %(value)s,"
+                    " %(items)s, " + self._expires() + ") ON CONFLICT (key) DO UPDATE SET"
+                    " value = excluded.value, items = excluded.items,"
+                    " expires_at = excluded.expires_at"
+                ).format(self._kv),
+                params,
+            )
+        if commit.record is not None:
+            await conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET state = 'done', outcome = %s,"
+                    " expires_at = now() + %s * interval '1 second' WHERE key = %s"
+                ).format(self._ledger),
+                (commit.outcome, commit.record_ttl, commit.record),
+            )
+        return "committed"
+
     async def forget(self, key: str, owner: str) -> bool:
         row = await self._run(
             "forget",
@@ -461,7 +576,7 @@ class PostgresStore:
                 "DELETE FROM {} WHERE key = %s AND owner = %s AND state = 'running' RETURNING 1"
             ).format(self._ledger),
             (key, owner),
-            join=True,
+            join=False,  # the ledger run's transaction is about to roll back
         )
         return row is not None
 
@@ -482,3 +597,15 @@ class PostgresStore:
     async def close(self) -> None:
         if self._own_pool:
             await self._pool.close()
+
+
+def _matches(row: tuple[Any, ...] | None, expected: StateValue) -> bool:
+    """Whether a kv row (value, items) still holds what a transactional run read."""
+    if expected is None:
+        return row is None
+    if isinstance(expected, str):
+        return row is not None and row[0] == expected and row[1] is None
+    items = [] if row is None else row[1]
+    if row is not None and items is None:
+        return False
+    return list(items or []) == list(expected)

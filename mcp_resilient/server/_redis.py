@@ -20,9 +20,18 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
+from redis.crc import key_slot
 from redis.exceptions import RedisError, ResponseError
 
-from ._store import LedgerRecord, NotReplicatedError, StoreError, redact_url
+from ._store import (
+    Commit,
+    CommitResult,
+    LedgerRecord,
+    NotReplicatedError,
+    StateValue,
+    StoreError,
+    redact_url,
+)
 
 __all__ = ["DEFAULT_WAIT_TIMEOUT", "RedisStore"]
 
@@ -33,24 +42,96 @@ _MAX_REDIRECTS = 3
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 _RECORD = """
-local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'outcome')
-return {r[1] or 'running', r[2] or '', tostring((tonumber(r[3]) or 0) - now), r[4] or false}
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'outcome', 'tx')
+return {r[1] or 'running', r[2] or '', tostring((tonumber(r[3]) or 0) - now), r[4] or false,
+        r[5] or '0'}
 """
 
-# KEYS[1] record; ARGV owner, fingerprint, lease ms, ttl ms.
+# KEYS[1] record; ARGV owner, fingerprint, lease ms, ttl ms, transactional ('1' or '0').
+# A transactional claimant takes over a transactional record that is still running after
+# its lease ended (the dead owner committed nothing).
 _CLAIM = (
     _NOW_MS
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1], 'fp', ARGV[2],
-             'lease_until', now + tonumber(ARGV[3]))
-  redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[4]), tonumber(ARGV[3])))
-  return {}
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'outcome', 'tx')
+if r[1] and not (ARGV[5] == '1' and r[5] == '1' and r[1] == 'running' and r[2] == ARGV[2]
+                 and (tonumber(r[3]) or 0) <= now) then
+  return {r[1], r[2] or '', tostring((tonumber(r[3]) or 0) - now), r[4] or false, r[5] or '0'}
 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1], 'fp', ARGV[2],
+           'lease_until', now + tonumber(ARGV[3]), 'tx', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[4]), tonumber(ARGV[3])))
+return {}
 """
-    + _RECORD
 )
 _READ = _NOW_MS + "if redis.call('EXISTS', KEYS[1]) == 0 then return {} end " + _RECORD
+# KEYS[1] record (or any key when there is none), KEYS[2] the touch prefix's index, then
+# n keys to check and the keys to write. ARGV: has record, owner, outcome, record ttl ms,
+# ttl ms (0: none), touch prefix ('' none), n, then a (kind, payload) pair per key:
+# kind 'n' absent, 's' a string, 'l' a list (payload: a JSON array of strings).
+_COMMIT = """
+if ARGV[1] == '1' then
+  local r = redis.call('HMGET', KEYS[1], 'owner', 'state')
+  if r[1] ~= ARGV[2] or r[2] ~= 'running' then return 'lost' end
+end
+local n = tonumber(ARGV[7])
+local a = 8
+for i = 1, n do
+  local key, kind, payload = KEYS[2 + i], ARGV[a], ARGV[a + 1]
+  a = a + 2
+  local t = redis.call('TYPE', key)['ok']
+  local ok
+  if kind == 'n' then ok = t == 'none'
+  elseif kind == 's' then ok = t == 'string' and redis.call('GET', key) == payload
+  else
+    local items = cjson.decode(payload)
+    if t == 'none' then ok = #items == 0
+    elseif t ~= 'list' then ok = false
+    else
+      local have = redis.call('LRANGE', key, 0, -1)
+      ok = #have == #items
+      for j = 1, #items do
+        if not ok then break end
+        ok = have[j] == items[j]
+      end
+    end
+  end
+  if not ok then return 'conflict' end
+end
+local ttl, touch = tonumber(ARGV[5]), ARGV[6]
+for i = 3 + n, #KEYS do
+  local key, kind, payload = KEYS[i], ARGV[a], ARGV[a + 1]
+  a = a + 2
+  if kind == 's' then redis.call('SET', key, payload)
+  else
+    redis.call('DEL', key)
+    if kind == 'l' then
+      local items = cjson.decode(payload)
+      for j = 1, #items, 1000 do
+        redis.call('RPUSH', key, unpack(items, j, math.min(j + 999, #items)))
+      end
+    end
+  end
+  if touch ~= '' and string.sub(key, 1, #touch) == touch then
+    redis.call('SADD', KEYS[2], string.sub(key, #touch + 1))
+  end
+end
+if ttl > 0 and touch ~= '' and #KEYS > 2 + n then
+  for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    redis.call('PEXPIRE', touch .. name, ttl)
+  end
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+  if touch ~= '' and string.sub(KEYS[1], 1, #touch) == touch then
+    redis.call('SADD', KEYS[2], string.sub(KEYS[1], #touch + 1))
+  end
+end
+return 'committed'
+"""
 # KEYS[1] record; ARGV owner, lease ms (1: end the lease now).
 _RENEW = (
     _NOW_MS
@@ -134,6 +215,7 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local kind = redis.call('TYPE', key)['ok']
   if kind == 'string' then table.insert(out, {name, 'string', redis.call('GET', key)})
   elseif kind == 'list' then table.insert(out, {name, 'list', redis.call('LRANGE', key, 0, -1)})
+  elseif kind == 'hash' then table.insert(out, {name, 'hash', redis.call('HGETALL', key)})
   end
 end
 if #out == 0 then return '[]' end
@@ -150,6 +232,7 @@ local entries = cjson.decode(ARGV[3])
 for _, e in ipairs(entries) do
   local key = ARGV[1] .. e[1]
   if e[2] == 'string' then redis.call('SET', key, e[3])
+  elseif e[2] == 'hash' then redis.call('HSET', key, unpack(e[3]))
   elseif #e[3] > 0 then redis.call('RPUSH', key, unpack(e[3])) end
   redis.call('SADD', KEYS[1], e[1])
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
@@ -473,7 +556,7 @@ class RedisStore:
         dumped = await self._script("copy (read)", _DUMP, [old_index], [self.key(old)], wait=False)
         entries = json.loads(dumped)
         for entry in entries:  # cjson writes an empty list as {}
-            if entry[1] == "list" and not isinstance(entry[2], list):
+            if entry[1] in ("list", "hash") and not isinstance(entry[2], list):
                 entry[2] = []
         args = [self.key(new), ttl_ms, json.dumps(entries)]
         return int(await self._script("copy", _RESTORE, [new_index], args, wait=True))
@@ -484,19 +567,27 @@ class RedisStore:
     def _record(raw: list[Any]) -> LedgerRecord | None:
         if not raw:
             return None
-        state, fingerprint, lease_left_ms, outcome = raw
+        state, fingerprint, lease_left_ms, outcome, tx = raw
         return LedgerRecord(
             state="done" if state == "done" else "running",
             fingerprint=str(fingerprint),
             lease_left=float(lease_left_ms) / 1000,
             outcome=None if outcome is None else str(outcome),
+            transactional=tx == "1",
         )
 
     async def claim(
-        self, key: str, owner: str, fingerprint: str, *, lease: float, ttl: float
+        self,
+        key: str,
+        owner: str,
+        fingerprint: str,
+        *,
+        lease: float,
+        ttl: float,
+        transactional: bool = False,
     ) -> LedgerRecord | None:
         record = self.key(key)
-        args = [owner, fingerprint, _ms(lease), _ms(ttl)]
+        args = [owner, fingerprint, _ms(lease), _ms(ttl), "1" if transactional else "0"]
         try:
             raw = await self._script("claim", _CLAIM, [record], args, wait=True)
         except NotReplicatedError:
@@ -515,13 +606,44 @@ class RedisStore:
         return bool(await self._script("renew", _RENEW, [self.key(key)], args, wait=False))
 
     async def release(self, key: str, owner: str) -> None:
-        # A lease of 1 ms: over by the time anyone looks.
-        await self._script("release", _RENEW, [self.key(key)], [owner, 1], wait=False)
+        # A lease that ends now (the record's own TTL is left as it is).
+        await self._script("release", _RENEW, [self.key(key)], [owner, 0], wait=False)
 
     async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
         args = [owner, outcome, _ms(ttl)]
         done = await self._script("complete", _COMPLETE, [self.key(key)], args, wait=True)
         return bool(done)
+
+    async def commit(self, commit: Commit) -> CommitResult:
+        """One script in one slot: in a cluster the record, the state and its index share
+        the session's hash tag (keys elsewhere are refused as cross-slot)."""
+        touch = self.key(commit.touch) if commit.touch else ""
+        first = commit.record or next(iter(commit.writes), None) or next(iter(commit.expect), "")
+        keys: list[str] = [self.key(first), (touch or self.key(first)) + INDEX_SUFFIX]
+        args: list[str | int | float] = [
+            "1" if commit.record is not None else "0",
+            commit.owner,
+            commit.outcome,
+            _ms(commit.record_ttl),
+            0 if commit.ttl is None else _ms(commit.ttl),
+            touch,
+            len(commit.expect),
+        ]
+        for part in (commit.expect, commit.writes):
+            for key, value in part.items():
+                keys.append(self.key(key))
+                args.extend(_encode(value))
+        if self.mode == "cluster" and len({key_slot(k.encode()) for k in keys}) > 1:
+            # Atomic only within one slot: refuse rather than commit half of it.
+            raise StoreError(
+                f"Redis store {self._where}: a transactional commit on Redis Cluster may"
+                " write only the state of its own session or state id (one hash slot);"
+                " this one also writes keys elsewhere"
+            )
+        result = await self._script("commit", _COMMIT, keys, args, wait=True)
+        if result not in ("committed", "conflict", "lost"):
+            raise StoreError(f"Redis store {self._where}: commit answered {result!r}")
+        return result  # type: ignore[no-any-return]
 
     async def forget(self, key: str, owner: str) -> bool:
         return bool(await self._script("forget", _FORGET, [self.key(key)], [owner], wait=True))
@@ -531,3 +653,12 @@ class RedisStore:
             await client.aclose()
         self._nodes.clear()
         await self._redis.aclose()
+
+
+def _encode(value: StateValue) -> tuple[str, str]:
+    """A value for the commit script: (kind, payload)."""
+    if value is None:
+        return "n", ""
+    if isinstance(value, str):
+        return "s", value
+    return "l", json.dumps(list(value), ensure_ascii=False)

@@ -12,18 +12,21 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio.to_thread
 
 __all__ = [
+    "Commit",
+    "CommitResult",
     "LedgerRecord",
     "NotReplicatedError",
     "SQLiteStore",
+    "StateValue",
     "Store",
     "StoreError",
     "redact_url",
@@ -76,6 +79,40 @@ class LedgerRecord:
     fingerprint: str
     lease_left: float
     outcome: str | None = None
+    transactional: bool = False
+    """Claimed by a transactional run: while running it has written nothing, so once its
+    lease ends another claimant may take it over and run the tool afresh."""
+
+
+StateValue: TypeAlias = "str | tuple[str, ...] | None"
+"""A key's value as a commit sees it: a string, a list (a tuple of strings), or absent."""
+
+CommitResult: TypeAlias = Literal["committed", "conflict", "lost"]
+"""``committed``: all applied; ``conflict``: an expected value changed; ``lost``: the
+ledger record is no longer running under this owner. Nothing is written unless committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A transactional run's effects, applied with its ledger outcome all at once or not at all.
+
+    ``expect`` holds every key the run read, with the value it saw (optimistic
+    concurrency: any change since is a conflict). ``writes`` holds every key it wrote,
+    with its final value (``None`` deletes it). Keys under ``touch`` get ``ttl`` and slide
+    the TTL of every key under ``touch``, as ``Store.set`` does; other keys are written
+    without a TTL. ``record`` (absent for an unkeyed call) is the ledger record the run
+    claimed as ``owner``: it becomes done with ``outcome`` and lives ``record_ttl``
+    seconds; a record under ``touch`` travels with its state (``copy_prefix``).
+    """
+
+    expect: Mapping[str, StateValue] = field(default_factory=dict)
+    writes: Mapping[str, StateValue] = field(default_factory=dict)
+    ttl: float | None = None
+    touch: str | None = None
+    record: str | None = None
+    owner: str = ""
+    outcome: str = ""
+    record_ttl: float = 0.0
 
 
 @runtime_checkable
@@ -121,9 +158,21 @@ class Store(Protocol):
         ...
 
     async def claim(
-        self, key: str, owner: str, fingerprint: str, *, lease: float, ttl: float
+        self,
+        key: str,
+        owner: str,
+        fingerprint: str,
+        *,
+        lease: float,
+        ttl: float,
+        transactional: bool = False,
     ) -> LedgerRecord | None:
-        """Record "started" under ``key`` unless a record exists: None if we now own it."""
+        """Record "started" under ``key`` unless a record exists: None if we now own it.
+
+        ``transactional``: mark the record so (its run writes nothing before its
+        ``commit``), and take over a transactional record with the same fingerprint that
+        is still running but whose lease has ended (its owner died before committing).
+        """
         ...
 
     async def read(self, key: str) -> LedgerRecord | None: ...
@@ -138,6 +187,15 @@ class Store(Protocol):
 
     async def complete(self, key: str, owner: str, outcome: str, *, ttl: float) -> bool:
         """Store the outcome and mark the record done; False if it is not ours."""
+        ...
+
+    async def commit(self, commit: Commit) -> CommitResult:
+        """Apply a transactional run's ``Commit`` in one atomic step (see ``Commit``).
+
+        Checks, in order: ``commit.record`` is running under ``commit.owner`` (else
+        ``lost``), every key in ``expect`` still holds its value (else ``conflict``); then
+        writes, slides the TTL, and marks the record done, all or nothing.
+        """
         ...
 
     async def forget(self, key: str, owner: str) -> bool:
@@ -192,9 +250,12 @@ class SQLiteStore:
                     CREATE TABLE IF NOT EXISTS mcp_ledger (
                         key TEXT PRIMARY KEY, state TEXT NOT NULL, owner TEXT NOT NULL,
                         fingerprint TEXT NOT NULL, lease_until REAL NOT NULL, outcome TEXT,
-                        expires_at REAL NOT NULL);
+                        expires_at REAL NOT NULL, tx INTEGER NOT NULL DEFAULT 0);
                     """
                 )
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(mcp_ledger)")}
+                if "tx" not in columns:  # a file from before transactional tools
+                    conn.execute("ALTER TABLE mcp_ledger ADD COLUMN tx INTEGER NOT NULL DEFAULT 0")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
@@ -338,7 +399,17 @@ class SQLiteStore:
                 " FROM mcp_kv WHERE substr(key, 1, ?) = ? AND (expires_at IS NULL OR expires_at > ?)",
                 (new, len(old) + 1, _expiry(ttl), len(old), old, now),
             )
-            return int(cursor.rowcount)
+            copied = int(cursor.rowcount)
+            # Transactional records committed with this state travel with it.
+            conn.execute("DELETE FROM mcp_ledger WHERE substr(key, 1, ?) = ?", (len(new), new))
+            conn.execute(
+                "INSERT INTO mcp_ledger(key, state, owner, fingerprint, lease_until, outcome,"
+                " expires_at, tx) SELECT ? || substr(key, ?), state, owner, fingerprint,"
+                " lease_until, outcome, expires_at, tx FROM mcp_ledger"
+                " WHERE substr(key, 1, ?) = ? AND state = 'done' AND expires_at > ?",
+                (new, len(old) + 1, len(old), old, now),
+            )
+            return copied
 
         return int(await self._run(lambda: self._tx(body)))
 
@@ -348,28 +419,46 @@ class SQLiteStore:
     def _record(row: tuple[object, ...] | None, now: float) -> LedgerRecord | None:
         if row is None:
             return None
-        state, fingerprint, lease_until, outcome = row
+        state, fingerprint, lease_until, outcome, tx = row
         return LedgerRecord(
             state="done" if state == "done" else "running",
             fingerprint=str(fingerprint),
             lease_left=float(lease_until) - now,  # type: ignore[arg-type]
             outcome=None if outcome is None else str(outcome),
+            transactional=bool(tx),
         )
 
-    _SELECT = "SELECT state, fingerprint, lease_until, outcome FROM mcp_ledger"
+    _SELECT = "SELECT state, fingerprint, lease_until, outcome, tx FROM mcp_ledger"
 
     async def claim(
-        self, key: str, owner: str, fingerprint: str, *, lease: float, ttl: float
+        self,
+        key: str,
+        owner: str,
+        fingerprint: str,
+        *,
+        lease: float,
+        ttl: float,
+        transactional: bool = False,
     ) -> LedgerRecord | None:
         def body(conn: sqlite3.Connection, now: float) -> LedgerRecord | None:
             row = conn.execute(
                 f"{self._SELECT} WHERE key = ? AND expires_at > ?", (key, now)
             ).fetchone()
             if row is not None:
-                return self._record(row, now)
+                record = self._record(row, now)
+                if not (
+                    transactional
+                    and record is not None
+                    and record.transactional
+                    and record.state == "running"
+                    and record.lease_left <= 0
+                    and record.fingerprint == fingerprint
+                ):
+                    return record
             conn.execute(
-                "INSERT OR REPLACE INTO mcp_ledger VALUES (?, 'running', ?, ?, ?, NULL, ?)",
-                (key, owner, fingerprint, now + lease, now + max(ttl, lease)),
+                "INSERT OR REPLACE INTO mcp_ledger(key, state, owner, fingerprint, lease_until,"
+                " outcome, expires_at, tx) VALUES (?, 'running', ?, ?, ?, NULL, ?, ?)",
+                (key, owner, fingerprint, now + lease, now + max(ttl, lease), int(transactional)),
             )
             return None
 
@@ -419,6 +508,42 @@ class SQLiteStore:
 
         return bool(await self._run(lambda: self._tx(body)))
 
+    async def commit(self, commit: Commit) -> CommitResult:
+        def body(conn: sqlite3.Connection, now: float) -> CommitResult:
+            if commit.record is not None:
+                row = conn.execute(
+                    "SELECT owner, state FROM mcp_ledger WHERE key = ? AND expires_at > ?",
+                    (commit.record, now),
+                ).fetchone()
+                if row is None or row[0] != commit.owner or row[1] != "running":
+                    return "lost"
+            for key, want in commit.expect.items():
+                if not _holds(self._live(conn, key, now), want):
+                    return "conflict"
+            touch = commit.touch
+            expires = _expiry(commit.ttl)
+            for key, value in commit.writes.items():
+                if value is None:
+                    conn.execute("DELETE FROM mcp_kv WHERE key = ?", (key,))
+                    continue
+                text = value if isinstance(value, str) else json.dumps(list(value))
+                under = touch is not None and key.startswith(touch)
+                conn.execute(
+                    "INSERT OR REPLACE INTO mcp_kv(key, value, expires_at) VALUES (?, ?, ?)",
+                    (key, text, expires if under else None),
+                )
+            if commit.writes:
+                self._touch(conn, touch, expires, now)
+            if commit.record is not None:
+                conn.execute(
+                    "UPDATE mcp_ledger SET state = 'done', outcome = ?, expires_at = ?"
+                    " WHERE key = ?",
+                    (commit.outcome, now + commit.record_ttl, commit.record),
+                )
+            return "committed"
+
+        return await self._run(lambda: self._tx(body))
+
     async def forget(self, key: str, owner: str) -> bool:
         def body(conn: sqlite3.Connection, now: float) -> bool:
             cursor = conn.execute(
@@ -431,3 +556,16 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Connections belong to worker threads and close with them."""
+
+
+def _holds(stored: str | None, want: StateValue) -> bool:
+    """Does a stored SQLite value (lists are JSON) equal what a transaction read?"""
+    if want is None or isinstance(want, str):
+        return stored == want
+    if stored is None:
+        return not want
+    try:
+        items = json.loads(stored)
+    except ValueError:
+        return False
+    return isinstance(items, list) and tuple(str(item) for item in items) == want

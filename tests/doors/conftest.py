@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import (  # noqa: F401  (fixtures and the log-dump hook)
+    PLAIN_TOOLS,
     mcp_server,
     pytest_runtest_makereport,
     running_cluster,
@@ -34,5 +35,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Generator[ServerCluster, None, None]:
     """Two example-server replicas sharing state through one SQLite file."""
-    env = {"STATE_DB": str(tmp_path / "state.sqlite3")}
+    # Plain tools: the doors show how each framework surfaces "outcome unknown".
+    env = {"STATE_DB": str(tmp_path / "state.sqlite3"), **PLAIN_TOOLS}
     yield from running_cluster(request, tmp_path, env, size=2, prefix="door")

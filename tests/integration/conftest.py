@@ -27,6 +27,8 @@ from tests.rig import RedisProcess, ServerCluster, ServerProcess, redis_server_p
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 CLUSTER_SIZE = 3
+PLAIN_TOOLS = {"MCP_TRANSACTIONAL": "0"}
+"""Server env: the example's state-changing tools are not transactional."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -233,8 +235,12 @@ def running_cluster(
 def mcp_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, redis_env: dict[str, str]
 ) -> Generator[ServerCluster, None, None]:
-    """Three healthy instances sharing state (and the event store) through Redis."""
-    yield from running_cluster(request, tmp_path, redis_env)
+    """Three healthy instances sharing state (and the event store) through Redis.
+
+    Their state-changing tools are plain (``MCP_TRANSACTIONAL=0``): these are the tests
+    of the client's own handling of a call in doubt, which a transactional tool spares it.
+    """
+    yield from running_cluster(request, tmp_path, {**redis_env, **PLAIN_TOOLS})
 
 
 @pytest.fixture

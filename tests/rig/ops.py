@@ -33,6 +33,14 @@ async def open_gate(server: ServerProcess, name: str) -> None:
         (await http.post(f"{server.base_url}/gates/{name}")).raise_for_status()
 
 
+async def waiting_on(server: ServerProcess, gate: str) -> str | None:
+    """The instance whose call waits at ``gate`` (the example records it in the store)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        body = (await http.get(f"{server.base_url}/gates/{gate}")).json()
+    waiting = body["waiting"]
+    return str(waiting) if waiting else None
+
+
 async def wait_until(
     predicate: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
 ) -> None:

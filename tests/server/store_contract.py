@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from mcp_resilient.server import LedgerRecord, Store
+from mcp_resilient.server import Commit, LedgerRecord, Store
 
 __all__ = ["StoreContract"]
 
@@ -246,3 +246,105 @@ class StoreContract:
         await self.time_passes(store)
         record = await store.read(key)
         assert record is not None and record.state == "running"
+
+    # -- transactional commits ---------------------------------------------------
+
+    async def test_commit_applies_everything_or_nothing(self, store: Store) -> None:
+        state = self.session(store)
+        record = f"{state}__idem__:s:{uuid.uuid4().hex}"
+        assert await store.claim(record, "me", "fp", lease=5, ttl=60, transactional=True) is None
+        await store.set(state + "n", "1", ttl=60, touch=state)
+        await store.append(state + "list", "a", ttl=60, touch=state)
+        stale = Commit(
+            expect={state + "n": "0"},
+            writes={state + "n": "2"},
+            ttl=60,
+            touch=state,
+            record=record,
+            owner="me",
+            outcome="out",
+            record_ttl=60,
+        )
+        assert await store.commit(stale) == "conflict"
+        assert await store.get(state + "n") == "1"
+        assert (await store.read(record)).state == "running"  # type: ignore[union-attr]
+        good = Commit(
+            expect={state + "n": "1", state + "list": ("a",), state + "absent": None},
+            writes={state + "n": "2", state + "list": ("a", "b"), state + "new": "x"},
+            ttl=60,
+            touch=state,
+            record=record,
+            owner="me",
+            outcome="out",
+            record_ttl=60,
+        )
+        assert await store.commit(good) == "committed"
+        assert await store.get(state + "n") == "2"
+        assert await store.get_list(state + "list") == ["a", "b"]
+        assert await store.get(state + "new") == "x"
+        done = await store.read(record)
+        assert done is not None and done.state == "done" and done.outcome == "out"
+        assert done.transactional
+        # The record is done: nobody commits under it again.
+        assert await store.commit(good) == "lost"
+
+    async def test_commit_by_another_owner_is_lost(self, store: Store) -> None:
+        state = self.session(store)
+        record = f"{state}__idem__:s:{uuid.uuid4().hex}"
+        await store.claim(record, "me", "fp", lease=5, ttl=60, transactional=True)
+        commit = Commit(writes={state + "n": "1"}, record=record, owner="other", outcome="x")
+        assert await store.commit(commit) == "lost"
+        assert await store.get(state + "n") is None
+
+    async def test_unkeyed_commit_and_deletes(self, store: Store) -> None:
+        state = self.session(store)
+        await store.set(state + "gone", "1", ttl=None, touch=state)
+        commit = Commit(expect={state + "gone": "1"}, writes={state + "gone": None}, touch=state)
+        assert await store.commit(commit) == "committed"
+        assert await store.get(state + "gone") is None
+
+    async def test_claim_takes_over_a_dead_transactional_run_only(self, store: Store) -> None:
+        key = f"{store.prefix}idem:s:{uuid.uuid4().hex}"
+        assert await store.claim(key, "dead", "fp", lease=5, ttl=60, transactional=True) is None
+        # Lease alive: nobody takes it over.
+        alive = await store.claim(key, "b", "fp", lease=5, ttl=60, transactional=True)
+        assert alive is not None and alive.transactional and alive.lease_left > 0
+        await store.release(key, "dead")  # the owner is gone: its lease ends now
+        # Not for a non-transactional claimant, nor for another fingerprint.
+        assert await store.claim(key, "c", "fp", lease=5, ttl=60) is not None
+        assert await store.claim(key, "d", "other", lease=5, ttl=60, transactional=True) is not None
+        assert await store.claim(key, "e", "fp", lease=5, ttl=60, transactional=True) is None
+        # The old owner's late commit is refused: it wrote nothing.
+        assert await store.commit(Commit(record=key, owner="dead", outcome="x")) == "lost"
+        assert await store.commit(Commit(record=key, owner="e", outcome="y")) == "committed"
+
+    async def test_a_committed_record_travels_with_its_state(self, store: Store) -> None:
+        """resume_session copies the state and the records committed with it, at once."""
+        old = self.session(store)
+        new = self.session(store)
+        record = f"{old}__idem__:s:k"
+        await store.claim(record, "me", "fp", lease=5, ttl=60, transactional=True)
+        commit = Commit(
+            writes={old + "n": "1"},
+            ttl=60,
+            touch=old,
+            record=record,
+            owner="me",
+            outcome="o",
+            record_ttl=60,
+        )
+        assert await store.commit(commit) == "committed"
+        await store.copy_prefix(old, new, ttl=60)
+        copied = await store.read(f"{new}__idem__:s:k")
+        assert copied is not None and copied.state == "done" and copied.outcome == "o"
+        assert await store.get(new + "n") == "1"
+
+    async def test_commit_slides_its_state_ttl_only(self, store: Store) -> None:
+        state = self.session(store)
+        outside = f"{store.prefix}other:{uuid.uuid4().hex}"
+        await store.set(state + "old", "1", ttl=LONG, touch=state)
+        commit = Commit(writes={state + "n": "1", outside: "x"}, ttl=SHORT, touch=state)
+        assert await store.commit(commit) == "committed"
+        await self.expired(store, state + "old")  # slid to the commit's TTL
+        await self.expired(store, state + "n")
+        assert await store.get(outside) == "x"  # outside the state: no TTL
