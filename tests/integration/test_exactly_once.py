@@ -122,8 +122,9 @@ def kit_cluster_on_redis_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, redis_cluster_env: dict[str, str]
 ) -> Generator[ServerCluster, None, None]:
     """The same three servers, their state (and SSE events) in a Redis Cluster (3 primaries,
-    a replica each)."""
-    env = {**redis_cluster_env, "MCP_LEDGER_LEASE": LEASE}
+    a replica each). Plain tools: the example's transactional increment also writes its
+    execution record, outside the session's slot, which a cluster commit refuses."""
+    env = {**redis_cluster_env, "MCP_LEDGER_LEASE": LEASE, **PLAIN_TOOLS}
     yield from running_cluster(request, tmp_path, env, timeout=RESTART_BOUND)
 
 

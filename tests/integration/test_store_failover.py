@@ -2,9 +2,9 @@
 
 Three example servers keep their state and ledger in a Redis Cluster (3 primaries, a
 replica each). Under the steady load of non-idempotent increments, the worst case of
-asynchronous replication is staged: the busiest primary's replica stalls (SIGSTOP), the
-primary keeps taking writes, then the primary dies (SIGKILL) and the stalled replica
-takes over with whatever it had. With ``WAIT`` (the cluster default) nothing the store
+asynchronous replication is staged: the busiest primary's replica stalls (SIGSTOP, its
+replication link cut), the primary keeps taking writes, then the primary dies (SIGKILL)
+and the stalled replica takes over with whatever it had. With ``WAIT`` (the cluster default) nothing the store
 acknowledged was only on the dead primary: no call ran twice and every acknowledged
 increment is there. Without it, acknowledged increments vanish with the old primary.
 """
@@ -23,7 +23,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from examples._services import RedisClusterProcess, _ClusterNode, _info
+from examples._services import RedisClusterProcess, _ClusterNode, _info, redis_command
 from mcp_resilient import OutcomeUnknownError, ResilientClient, RetryPolicy
 from mcp_resilient.errors import MCPError
 from tests.integration.conftest import running_cluster, running_redis_cluster
@@ -118,9 +118,11 @@ async def failover_under_load(
             await progress_after(attempts, 4 * WORKERS, "calls", 120)
             primary = _busiest_primary(cluster, before)
             replica = cluster.replica_of(primary)
-            # Replication stalls; the primary goes on taking writes it alone has.
+            # Replication stops: the replica is frozen and its link cut (what the kernel
+            # had buffered for it still arrives), so the primary alone has what follows.
             os.kill(replica.pid, signal.SIGSTOP)
             try:
+                redis_command(primary.port, "CLIENT", "KILL", "TYPE", "replica")
                 stalled_at = _offset(primary.port)
 
                 async def diverged() -> bool:
@@ -168,6 +170,7 @@ async def test_failover_of_the_busiest_primary_with_wait_loses_nothing(
         "REDIS_URL": own_redis_cluster.url,
         "STATE_PREFIX": f"test-{uuid.uuid4().hex}",
         "MCP_LEDGER_LEASE": LEASE,
+        "MCP_TRANSACTIONAL": "0",  # plain tools: see kit_cluster_on_redis_cluster
     }
     with contextlib.contextmanager(running_cluster)(
         request, tmp_path, env, timeout=START
@@ -190,6 +193,7 @@ async def test_failover_without_wait_loses_acknowledged_increments(
         "REDIS_URL": f"{own_redis_cluster.url}?wait_replicas=0",
         "STATE_PREFIX": f"test-{uuid.uuid4().hex}",
         "MCP_LEDGER_LEASE": LEASE,
+        "MCP_TRANSACTIONAL": "0",  # plain tools: see kit_cluster_on_redis_cluster
     }
     with contextlib.contextmanager(running_cluster)(
         request, tmp_path, env, timeout=START
