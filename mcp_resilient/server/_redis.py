@@ -466,9 +466,11 @@ class RedisStore:
 
     async def _refresh(self) -> None:
         """Learn the cluster's slots again (after MOVED, or a primary that stopped answering)."""
-        for client in self._nodes.values():
-            await client.aclose()
+        # Detach first: other tasks may add clients while these close.
+        clients = list(self._nodes.values())
         self._nodes.clear()
+        for client in clients:
+            await client.aclose()
         try:
             await self._redis.nodes_manager.initialize()
         except (RedisError, OSError):
@@ -649,9 +651,10 @@ class RedisStore:
         return bool(await self._script("forget", _FORGET, [self.key(key)], [owner], wait=True))
 
     async def close(self) -> None:
-        for client in self._nodes.values():
-            await client.aclose()
+        clients = list(self._nodes.values())
         self._nodes.clear()
+        for client in clients:
+            await client.aclose()
         await self._redis.aclose()
 
 
