@@ -89,3 +89,25 @@ async def store(store_spec: tuple[str, str, str]) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+#: Test modules about the kit itself, not the store: they run on SQLite and one Redis
+#: only (the scaled-out stores run the contract suite, the ledger and the commit tests).
+_KIT_MODULES = {"test_kit.py", "test_state.py"}
+_SCALED_OUT = {"redis-cluster", "redis-sentinel", "postgres"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the suite's time bounded: the kit's own tests need not run on five stores."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("store_spec") if callspec is not None else None
+        if kind in _SCALED_OUT and item.path.name in _KIT_MODULES:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
