@@ -144,7 +144,8 @@ async def test_kills_and_rolling_restart_run_every_increment_exactly_once(
             marks=pytest.mark.xfail(
                 strict=False,
                 reason="client: an SSE answer stream a restarting server closes before any"
-                " event is raised as ProtocolError, not as in doubt (seen on the cluster run)",
+                " event is raised as ProtocolError, not as in doubt; the single-Redis"
+                " handshake run above fails the same way on this branch, so not the store",
             ),
         ),
         "stateless",
