@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/bench_ledger.py                 # 300 calls x 5 rounds per store
     .venv/bin/python benchmarks/bench_ledger.py --calls 50 --rounds 2 --stores sqlite
+    .venv/bin/python benchmarks/bench_ledger.py --stores all    # + Cluster, Sentinel, PostgreSQL
 
 Starts the example server (``examples/stateful_server.py``, built on the server kit) in
-its own process twice per store (SQLite file; Redis on a throwaway ``redis-server``): once
+its own process twice per store (SQLite file; Redis on a throwaway ``redis-server``; a
+Redis Cluster of 3 primaries with a replica each and a primary/replica pair under Sentinel,
+each with ``WAIT`` for one replica and without (``-nowait``); PostgreSQL): once
 with plain tools (``MCP_TRANSACTIONAL=0``) and once with its ``@transactional`` tools.
 Over one handshake-era session per server, made with plain httpx, it sends sequential
 ``increment`` calls (not idempotent, so the ledger engages) in three variants:
@@ -17,7 +20,9 @@ Over one handshake-era session per server, made with plain httpx, it sends seque
 
 Batches of the variants alternate within every round, so drift hits all alike. It reports,
 per store: the server's CPU time per call (from /proc, user + system) and the wall time
-per call, and each variant as a ratio to ``plain``. A benchmark, not a test: it asserts
+per call, and each variant as a ratio to ``plain``, and per replica: calls per second for
+one sequential client, and calls per CPU-second of the replica (its ceiling when the CPU
+is the limit). A benchmark, not a test: it asserts
 nothing about timings and exits 0 when it ran.
 """
 
@@ -39,6 +44,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from examples._launch import RedisProcess, ServerProcess, redis_server_path
+from examples._services import (
+    PostgresProcess,
+    RedisClusterProcess,
+    RedisSentinelSet,
+    postgres_bindir,
+)
 from mcp_resilient._classify import IDEMPOTENCY_META_KEY
 
 PROTOCOL = "2025-11-25"
@@ -117,7 +128,7 @@ def batch(session: RawSession, pid: int, calls: int, keyed: bool) -> tuple[float
 def measure(env: dict[str, str], calls: int, rounds: int, warmup: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         env = {**env, "MCP_JSON_RESPONSE": "1"}
-        if "REDIS_URL" not in env:
+        if "REDIS_URL" not in env and "POSTGRES_URL" not in env:
             env["STATE_DB"] = str(Path(tmp, "state.db"))
         plain_env = {**env, "MCP_TRANSACTIONAL": "0"}
         with (
@@ -154,7 +165,48 @@ def measure(env: dict[str, str], calls: int, rounds: int, warmup: int) -> dict[s
         "server_cpu_ratio": {v: round(x / cpu["plain"], 2) for v, x in cpu.items()},
         "wall_us": {v: round(x) for v, x in wall.items()},
         "wall_ratio": {v: round(x / wall["plain"], 2) for v, x in wall.items()},
+        "calls_per_s": {v: round(1e6 / x) for v, x in wall.items()},
+        "calls_per_cpu_s": {v: round(1e6 / x) for v, x in cpu.items()},
     }
+
+
+ALL_STORES = [
+    "sqlite",
+    "redis",
+    "redis-cluster",
+    "redis-cluster-nowait",
+    "redis-sentinel",
+    "redis-sentinel-nowait",
+    "postgres",
+]
+
+
+def measure_store(store: str, calls: int, rounds: int, warmup: int) -> dict[str, Any] | str:
+    """One store's figures, or why it was skipped."""
+
+    def run(env: dict[str, str]) -> dict[str, Any]:
+        return measure({"STATE_PREFIX": "bench-ledger", **env}, calls, rounds, warmup)
+
+    if store == "sqlite":
+        return measure({}, calls, rounds, warmup)
+    if store.startswith("redis") and redis_server_path() is None:
+        return "skipped: redis-server is not on PATH"
+    query = "?wait_replicas=0" if store.endswith("-nowait") else ""
+    if store == "redis":
+        with RedisProcess() as redis:
+            return run({"REDIS_URL": redis.url})
+    if store.startswith("redis-cluster"):
+        with RedisClusterProcess() as cluster:
+            return run({"REDIS_URL": cluster.url + query})
+    if store.startswith("redis-sentinel"):
+        with RedisSentinelSet() as sentinel:
+            return run({"REDIS_URL": sentinel.url + query})
+    if store == "postgres":
+        if postgres_bindir() is None:
+            return "skipped: PostgreSQL is not installed"
+        with PostgresProcess() as postgres:
+            return run({"POSTGRES_URL": postgres.url})
+    raise ValueError(f"unknown store {store!r}")
 
 
 def main() -> int:
@@ -166,18 +218,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report: dict[str, Any] = {"calls": args.calls, "rounds": args.rounds}
-    for store in args.stores.split(","):
-        if store == "sqlite":
-            report["sqlite"] = measure({}, args.calls, args.rounds, args.warmup)
-        elif store == "redis":
-            if redis_server_path() is None:
-                report["redis"] = "skipped: redis-server is not on PATH"
-                continue
-            with RedisProcess() as redis:
-                env = {"REDIS_URL": redis.url, "STATE_PREFIX": "bench-ledger"}
-                report["redis"] = measure(env, args.calls, args.rounds, args.warmup)
-        else:
-            parser.error(f"unknown store {store!r}")
+    stores = ALL_STORES if args.stores == "all" else args.stores.split(",")
+    for store in stores:
+        if store not in ALL_STORES:
+            parser.error(f"unknown store {store!r} (one of {', '.join(ALL_STORES)}, or all)")
+        report[store] = measure_store(store, args.calls, args.rounds, args.warmup)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -186,18 +231,20 @@ def main() -> int:
         " ratios to the plain unkeyed call"
     )
     print(
-        f"{'store':8} {'variant':14} {'server CPU µs/call':>18} {'ratio':>6} {'wall µs/call':>13} {'ratio':>6}"
+        f"{'store':21} {'variant':14} {'server CPU µs/call':>18} {'ratio':>6}"
+        f" {'wall µs/call':>13} {'ratio':>6} {'calls/s':>8} {'calls/CPU-s':>11}"
     )
-    for store in args.stores.split(","):
+    for store in stores:
         row = report[store]
         if isinstance(row, str):
-            print(f"{store:8} {row}")
+            print(f"{store:21} {row}")
             continue
         for variant in VARIANTS:
             print(
-                f"{store:8} {variant:14} {row['server_cpu_us'][variant]:>18}"
+                f"{store:21} {variant:14} {row['server_cpu_us'][variant]:>18}"
                 f" {row['server_cpu_ratio'][variant]:>6} {row['wall_us'][variant]:>13}"
-                f" {row['wall_ratio'][variant]:>6}"
+                f" {row['wall_ratio'][variant]:>6} {row['calls_per_s'][variant]:>8}"
+                f" {row['calls_per_cpu_s'][variant]:>11}"
             )
     return 0
 

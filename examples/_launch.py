@@ -34,7 +34,7 @@ LOOPBACK = "127.0.0.1"
 #: Interval between readiness probes; each probe is a wait on process exit, not a sleep.
 POLL_INTERVAL = 0.05
 #: Environment variables that choose a server's backends; never inherited by accident.
-_SERVER_ENV_KEYS = ("REDIS_URL", "STATE_DB", "STATE_PREFIX", "MCP_INSTANCE")
+_SERVER_ENV_KEYS = ("REDIS_URL", "POSTGRES_URL", "STATE_DB", "STATE_PREFIX", "MCP_INSTANCE")
 _SERVER_ENV_PREFIXES = ("MCP_",)
 
 _live: set[subprocess.Popen[bytes]] = set()
@@ -389,16 +389,42 @@ def redis_server_path() -> str | None:
 class RedisProcess:
     """A throwaway ``redis-server`` on a loopback port: no persistence, stopped by PID."""
 
-    def __init__(self, *, executable: str | None = None, max_attempts: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        executable: str | None = None,
+        max_attempts: int = 3,
+        args: Sequence[str] = (),
+        workdir: str | Path | None = None,
+    ) -> None:
         found = executable or redis_server_path()
         if found is None:
             raise FileNotFoundError("redis-server is not on PATH")
         self.executable = found
         self.max_attempts = max_attempts
+        self.args = list(args)
+        """Extra ``redis-server`` options (cluster mode, ``--replicaof``, ...)."""
         self.port = 0
-        self.workdir = Path(tempfile.mkdtemp(prefix="mcp-redis-"))
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mcp-redis-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case (nothing flushed, replicas not told)."""
+        if self._proc is not None:
+            _kill_and_reap(self._proc)
+
+    def restart(self, timeout: float = 10.0) -> Self:
+        """Start again on the same port (after ``kill`` or ``stop``)."""
+        self.stop()
+        self._spawn()
+        self._wait_ready(timeout)
+        return self
 
     @property
     def url(self) -> str:
@@ -414,7 +440,7 @@ class RedisProcess:
         """Start and wait for PING. redis-server binds its own port, so a port taken in
         between is retried with a new one (a bounded number of times)."""
         for attempt in range(1, self.max_attempts + 1):
-            self.port = free_port()
+            self.port = self._pick_port()
             self._spawn()
             try:
                 self._wait_ready(timeout)
@@ -425,6 +451,9 @@ class RedisProcess:
                 if not in_use or attempt == self.max_attempts:
                     raise
         raise AssertionError("unreachable")
+
+    def _pick_port(self) -> int:
+        return free_port()
 
     def _spawn(self) -> None:
         cmd = [
@@ -441,6 +470,7 @@ class RedisProcess:
             "no",
             "--dir",
             str(self.workdir),
+            *self.args,
         ]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(

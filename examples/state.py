@@ -39,7 +39,9 @@ def default_sqlite_path() -> Path:
 
 
 def store_from_env(env: Mapping[str, str] | None = None) -> Store:
-    """Redis when ``REDIS_URL`` is set, else SQLite at ``STATE_DB`` (or the temp default).
+    """Redis when ``REDIS_URL`` is set (one server, ``redis+cluster://`` or
+    ``redis+sentinel://``), PostgreSQL when ``POSTGRES_URL`` is, else SQLite at ``STATE_DB``
+    (or the temp default).
 
     ``STATE_PREFIX`` isolates test runs that share one Redis.
     """
@@ -49,6 +51,11 @@ def store_from_env(env: Mapping[str, str] | None = None) -> Store:
     redis_url = env.get("REDIS_URL")
     if redis_url:
         return RedisStore(redis_url, prefix=prefix)
+    postgres_url = env.get("POSTGRES_URL")
+    if postgres_url:
+        from mcp_resilient.server import PostgresStore
+
+        return PostgresStore(postgres_url, prefix=prefix)
     return SQLiteStore(env.get("STATE_DB") or default_sqlite_path(), prefix=prefix)
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (Debian haproxy and redis-server, a local
+# The test command: installs what the tests need (Debian haproxy, redis-server,
+# redis-sentinel and postgresql, a local
 # Node 22 with the MCP conformance suite, the Python dev extras), then runs the checks
 # (ruff, mypy strict, mkdocs --strict) and the whole pytest suite. Extra arguments go to pytest.
 #
@@ -15,12 +16,14 @@ if [ "${1:-}" = "--latest" ]; then
     venv=.venv-latest
 fi
 
-if ! command -v haproxy >/dev/null || ! command -v redis-server >/dev/null; then
+PACKAGES="haproxy redis-server redis-sentinel postgresql"
+if ! command -v haproxy >/dev/null || ! command -v redis-server >/dev/null \
+    || ! command -v redis-sentinel >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy redis-server
+        DEBIAN_FRONTEND=noninteractive apt-get install -y $PACKAGES
     else
-        echo "test.sh: haproxy and redis-server are needed: apt-get install -y haproxy redis-server" >&2
+        echo "test.sh: $PACKAGES are needed: apt-get install -y $PACKAGES" >&2
         exit 1
     fi
 fi

@@ -44,6 +44,7 @@ from ._store import (
     Commit,
     CommitResult,
     LedgerRecord,
+    NotReplicatedError,
     SQLiteStore,
     StateValue,
     Store,
@@ -75,6 +76,8 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerRecord",
+    "NotReplicatedError",
+    "PostgresStore",
     "RedisStore",
     "Resilience",
     "SQLiteStore",
@@ -89,3 +92,12 @@ __all__ = [
     "session_state",
     "transactional",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``PostgresStore`` needs the ``postgres`` extra (psycopg): imported on first use."""
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

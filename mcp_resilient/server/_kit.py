@@ -416,10 +416,15 @@ def session_state(ctx: Context) -> SessionState:
 def _event_store_for(store: Store) -> EventStore:
     """Redis-backed when the store is Redis (replicas share events), else in memory."""
     url = getattr(store, "url", None)
-    if store.name == "redis" and isinstance(url, str):
+    client = getattr(store, "event_store_client", None)
+    if client is not None or (store.name == "redis" and isinstance(url, str)):
         from key_value.aio.stores.redis import RedisStore as KeyValueRedisStore
 
-        return EventStore(storage=KeyValueRedisStore(url=url))
+        # Sentinel and cluster: the store's own client (events are one key each, so a
+        # cluster spreads them over its slots).
+        if client is not None:
+            return EventStore(storage=KeyValueRedisStore(client=client))
+        return EventStore(storage=KeyValueRedisStore(url=str(url)))
     return EventStore()
 
 

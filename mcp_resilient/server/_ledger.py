@@ -30,7 +30,7 @@ from .._classify import (
     LEDGER_STARTED_NOT_FINISHED,
     LEDGER_UNAVAILABLE,
 )
-from ._store import LedgerRecord, Store, StoreError
+from ._store import LedgerRecord, NotReplicatedError, Store, StoreError
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -189,7 +189,7 @@ class Ledger:
                 raise self._unavailable(key, exc) from exc
             if existing is None:
                 try:
-                    return await self._own(record_key, owner, call, transactional), True
+                    return await self._own(record_key, owner, call, transactional, key), True
                 except LostClaim:
                     # Our lease ended and another run took the record over: follow it.
                     existing = LedgerRecord("running", fp, self.lease, transactional=True)
@@ -211,7 +211,47 @@ class Ledger:
         )
 
     async def _own(
-        self, record_key: str, owner: str, call: TransactionalCall, transactional: bool
+        self,
+        record_key: str,
+        owner: str,
+        call: TransactionalCall,
+        transactional: bool,
+        key: str = "",
+    ) -> str:
+        # A store that can (PostgreSQL) runs a plain tool, its writes and the outcome in
+        # one database transaction, which the tool may share (``PostgresStore.transaction``).
+        # A transactional run commits its staged writes itself (``Store.commit``).
+        unit = getattr(self.store, "ledger_unit", None)
+        if unit is None or transactional:
+            return await self._run_owned(record_key, owner, call, transactional, key, False)
+        try:
+            async with unit(record_key):
+                return await self._run_owned(record_key, owner, call, transactional, key, True)
+        except StoreError as exc:  # the commit of the tool's writes and outcome failed
+            raise self._not_durable(record_key, key, exc) from exc
+
+    def _not_durable(self, record_key: str, key: str, exc: StoreError) -> LedgerError:
+        """The tool ran but its outcome is not safely stored: no answer it could not back."""
+        logger.warning("outcome of #%s not stored durably: %s", short_hash(record_key), exc)
+        why = (
+            "no replica of its store confirmed the outcome in time"
+            if isinstance(exc, NotReplicatedError)
+            else "its store did not commit the outcome"
+        )
+        return LedgerError(
+            LEDGER_STARTED_NOT_FINISHED,
+            f"the call ran, but {why}, so the server cannot vouch for it; it was not run again",
+            {"idempotencyKey": key},
+        )
+
+    async def _run_owned(
+        self,
+        record_key: str,
+        owner: str,
+        call: TransactionalCall,
+        transactional: bool,
+        key: str,
+        joined: bool,
     ) -> str:
         encoded: str | None = None
         error: BaseException | None = None
@@ -224,6 +264,9 @@ class Ledger:
             tg.cancel_scope.cancel()
         if isinstance(error, LostClaim):
             raise error
+        if isinstance(error, NotReplicatedError) and transactional:
+            # The commit reached the primary, no replica confirmed it: not an answer.
+            raise self._not_durable(record_key, key, error)
         if isinstance(error, Unrecorded):
             with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
                 try:
@@ -250,6 +293,10 @@ class Ledger:
                     "ledger record #%s was no longer ours at completion", short_hash(record_key)
                 )
         except StoreError as exc:
+            if joined or isinstance(exc, NotReplicatedError):
+                # The outcome (and with it maybe the tool's writes) may not survive: an
+                # answer now would be an acknowledgement the store cannot back.
+                raise self._not_durable(record_key, key, exc) from exc
             # The tool ran; the caller still gets its answer. Duplicates will be told it
             # started and never finished, which is the truth as far as the ledger knows.
             logger.warning("could not store the outcome of #%s: %s", short_hash(record_key), exc)

@@ -24,6 +24,7 @@ __all__ = [
     "Commit",
     "CommitResult",
     "LedgerRecord",
+    "NotReplicatedError",
     "SQLiteStore",
     "StateValue",
     "Store",
@@ -56,6 +57,14 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class NotReplicatedError(StoreError):
+    """The write happened on the primary but too few replicas confirmed it in time.
+
+    It may survive, or vanish if the primary fails before it replicates: the store does
+    not acknowledge it (see ``wait_replicas`` in docs/stores.md).
+    """
 
 
 @dataclass(frozen=True, slots=True)

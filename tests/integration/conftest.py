@@ -7,6 +7,7 @@ When a test fails, the tail of each server's log is printed with the test's repo
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Generator, Mapping
@@ -16,6 +17,12 @@ from typing import Protocol
 import pytest
 
 from examples._haproxy import ROUND_ROBIN_CONFIG, HAProxyProcess, haproxy_path
+from examples._services import (
+    PostgresProcess,
+    RedisClusterProcess,
+    RedisSentinelSet,
+    postgres_bindir,
+)
 from tests.rig import RedisProcess, ServerCluster, ServerProcess, redis_server_path
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
@@ -76,16 +83,65 @@ def running_redis() -> Generator[RedisProcess, None, None]:
     Missing ``redis-server``: skipped locally, but a failure in CI (env ``CI`` set),
     where a silent skip would hide every Redis test.
     """
-    if redis_server_path() is None:
-        reason = "redis-server is not on PATH (apt-get install -y redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}", pytrace=False)
-        pytest.skip(reason)
+    _require(redis_server_path() is not None, "redis-server", "redis-server")
     redis = RedisProcess().start()
     try:
         yield redis
     finally:
         redis.cleanup()
+
+
+def _require(found: bool, what: str, package: str) -> None:
+    """Skip when ``what`` is missing locally; fail in CI (env ``CI``), where a skip hides tests."""
+    if found:
+        return
+    reason = f"{what} is not installed (apt-get install -y {package})"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def running_redis_cluster() -> Generator[RedisClusterProcess, None, None]:
+    """A 3-primary Redis Cluster with a replica each, for a fixture to ``yield from``."""
+    _require(shutil.which("redis-cli") is not None, "redis-cli", "redis-server")
+    _require(redis_server_path() is not None, "redis-server", "redis-server")
+    cluster = RedisClusterProcess().start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+def running_redis_sentinel() -> Generator[RedisSentinelSet, None, None]:
+    """A Redis primary, its replica and a Sentinel, for a fixture to ``yield from``."""
+    _require(shutil.which("redis-sentinel") is not None, "redis-sentinel", "redis-sentinel")
+    sentinel = RedisSentinelSet().start()
+    try:
+        yield sentinel
+    finally:
+        sentinel.cleanup()
+
+
+def running_postgres() -> Generator[PostgresProcess, None, None]:
+    """A throwaway PostgreSQL server, for a fixture to ``yield from``."""
+    _require(postgres_bindir() is not None, "PostgreSQL", "postgresql")
+    server = PostgresProcess().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Generator[RedisClusterProcess, None, None]:
+    """One Redis Cluster for the whole run (tests isolate by key prefix)."""
+    yield from running_redis_cluster()
+
+
+@pytest.fixture
+def redis_cluster_env(redis_cluster: RedisClusterProcess) -> dict[str, str]:
+    """Server env for state in the Redis Cluster, with a key prefix of its own."""
+    return {"REDIS_URL": redis_cluster.url, "STATE_PREFIX": f"test-{uuid.uuid4().hex}"}
 
 
 @pytest.fixture

@@ -117,6 +117,9 @@ class LoadWorker:
     """Read-only calls made (``read_every``): any error on one fails the worker."""
     read_every: int = 0
     """Also make a read-only ``add`` call after every this many increments (0: none)."""
+    tool_errors: dict[str, str] | None = None
+    """When a dict, answers with ``isError`` are recorded here (call id: text) instead of
+    failing the worker: for loads where the server may refuse work (a store failing over)."""
 
     @property
     def calls(self) -> int:
@@ -138,6 +141,9 @@ class LoadWorker:
             except OutcomeUnknownError as exc:
                 self.unknown.append(call_id)
                 self.errors.append(exc)
+                continue
+            if result.is_error and self.tool_errors is not None:
+                self.tool_errors[call_id] = " ".join(str(c) for c in result.content)[:200]
                 continue
             assert result.is_error is False, result
             self.acked.append(call_id)

@@ -51,6 +51,11 @@ async def keys_under(store: Store, prefix: str) -> list[str]:
                 "SELECT key FROM mcp_kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
             ).fetchall()
         return [str(row[0]) for row in rows]
+    if store.name == "postgres":
+        async with store.transaction() as conn:  # type: ignore[attr-defined]
+            table = f"{store.table_prefix}kv"  # type: ignore[attr-defined]
+            query = f"SELECT key FROM {table} WHERE starts_with(key, %s)"
+            return [str(row[0]) for row in await (await conn.execute(query, (prefix,))).fetchall()]
     assert isinstance(store, RedisStore)
     return [str(key) async for key in store._redis.scan_iter(match=prefix + "*")]
 
