@@ -151,6 +151,17 @@ HTTP_PATH_VARIABLE = "MCP_RESILIENT_HTTP_PATH"
 compare the two paths, or to rule the lean one out); unset or ``lean``: the default."""
 
 
+def queue_note(flight: InFlight) -> str:
+    """`` for 2.1 s for a connection to URL (limit 100 per endpoint)``: where the time went."""
+    waited = flight.queued_for
+    if flight.queued_since is not None:
+        waited += time.monotonic() - flight.queued_since
+    return (
+        f" for {waited:.1f} s for a connection to {flight.queue_endpoint}"
+        f" (max_connections={flight.queue_limit} per endpoint)"
+    )
+
+
 def use_lean_path(endpoints: Sequence[str]) -> bool:
     """Whether a client owning its HTTP stack sends on the lean path (httpcore directly)."""
     if os.environ.get(HTTP_PATH_VARIABLE, "lean").strip().lower() == "httpx":
@@ -680,6 +691,8 @@ class Recovery:
                 if failure is Failure.IN_DOUBT and doubt is None:
                     doubt = (session, exc)
                     doubts.append(doubt)
+                    if flight is not None:
+                        flight.in_doubt = True
                 if failure is not Failure.SESSION_LOST:
                     await self.endpoint_failed(endpoint)
                 if self.session_is_lost(failure, exc, endpoint):
@@ -836,10 +849,21 @@ class Recovery:
     ) -> RequestTimeoutError:
         """The call's deadline passed: in doubt if it went out and a second run is not
         known to be harmless, else a plain timeout."""
+        if (flight.left_queued or flight.queued_since is not None) and not flight.in_doubt:
+            # Still in line for a connection: this attempt never went out.
+            return RequestTimeoutError(
+                f"{method} did not complete within {limit:g} s: it was queued{queue_note(flight)}"
+                " and never sent",
+                endpoint=flight.queue_endpoint or self.endpoint,
+                session_id=self.session_id,
+                hint="Raise max_connections (mind `ulimit -n`, see the connection limits docs),"
+                " or pass a larger timeout=",
+            )
         if flight.sent and not self.known_safe(method, params, idempotent):
             return await self.timed_out_in_doubt(method, params, limit, flight)
+        queued = f"; it was queued{queue_note(flight)} first" if flight.queued_for >= 0.001 else ""
         return RequestTimeoutError(
-            f"{method} did not complete within {limit:g} s",
+            f"{method} did not complete within {limit:g} s{queued}",
             endpoint=self.endpoint,
             session_id=self.session_id,
             hint="Pass a larger timeout= if the server is just slow",
@@ -855,7 +879,8 @@ class Recovery:
             params,
             request_id=flight.request_id,
             where=(self.endpoint, self.session_id),
-            cause=f"no answer within {limit:g} s",
+            cause=f"no answer within {limit:g} s"
+            + (f" (it was queued{queue_note(flight)} first)" if flight.queued_for >= 0.001 else ""),
             message=f"was sent but did not complete within {limit:g} s: it may have run on the"
             " server, so running it again could run it twice",
             stage="sent; the deadline passed before the answer",

@@ -58,6 +58,7 @@ class QueueMark:
     queued_for: float = 0.0  # seconds waited so far, over all its attempts
     queue_limit: int | None = None  # the limit it queued behind
     queue_endpoint: str | None = None
+    left_queued: bool = False  # its last wait ended without a slot (deadline, cancel)
 
 
 CURRENT_MARK: ContextVar[QueueMark | None] = ContextVar("mcp_resilient_queue", default=None)
@@ -84,6 +85,7 @@ class Slots:
         started = time.monotonic()
         if mark is not None:
             mark.queued_since = started
+            mark.left_queued = False
             mark.queue_limit = self.limit
             mark.queue_endpoint = self.endpoint
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -91,6 +93,8 @@ class Slots:
         try:
             await waiter
         except BaseException:
+            if mark is not None:
+                mark.left_queued = True
             if waiter.done() and not waiter.cancelled():
                 self.give()  # handed a slot just as it was cancelled: pass it on
             else:
