@@ -130,12 +130,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_server(*, json_response: bool = False) -> Iterator[Server]:
+def running_server(*, json_response: bool = False, backlog: int = 128) -> Iterator[Server]:
     """Start the server on a free loopback port, wait until it serves, always stop it."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((LOOPBACK, 0))
-    listener.listen(128)
+    listener.listen(backlog)
     port = int(listener.getsockname()[1])
     fd = listener.fileno()
     command = [
