@@ -13,7 +13,7 @@ open and idle, over N).
 
 10,000 calls at once need 10,000 sockets in the client and as many in the server: the
 benchmark raises its soft ``RLIMIT_NOFILE`` to the hard limit (both children inherit it)
-and says so; with a hard limit under about 20,500 the 10,000 row is skipped. At 10,000 the
+and says so; with a hard limit under 10,500 the 10,000 row is skipped. At 10,000 the
 server's own CPU (about a core-millisecond per call) dominates a short sleep, so that row
 sleeps ``--sleep-large`` seconds (default 30). A benchmark, not a test: it exits 0 when it
 ran, whatever the figures; every child has a time limit.
@@ -41,7 +41,7 @@ from bench_call import running_server  # noqa: E402  (a sibling script, not a pa
 TARGET = 1.5
 """Ours on the defaults, at 1,000 calls: at most this multiple of the tool's own time."""
 LARGE = 10_000
-FDS_FOR_LARGE = 2 * LARGE + 500
+FDS_FOR_LARGE = LARGE + 500  # per process: the client and the server each hold N sockets
 CLIENTS = {
     "ours": "ResilientClient(url), defaults",
     "ours-10k": "ResilientClient(url, max_connections=10_000)",

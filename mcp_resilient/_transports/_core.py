@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import httpcore
 import httpx
@@ -28,7 +29,8 @@ _TIMEOUTS = {"connect": 10.0, "read": None, "write": 30.0, "pool": None}
 """As the default httpx client: reads unbounded (SSE idles), every call has its deadline."""
 
 _KEEPALIVE = 100
-"""Idle connections kept for the next burst (each holds a file descriptor)."""
+"""Idle connections kept for the next burst, per origin (each holds a file descriptor)."""
+_KEEPALIVE_SECONDS = 5.0  # as httpx
 
 
 def http2_available() -> bool:
@@ -72,10 +74,13 @@ _HTTPCORE_ERRORS = (
 
 
 class _Target:
-    """One endpoint URL, parsed once: the httpcore URL and the Host header."""
+    """One endpoint URL, parsed once: the httpcore URL, the Host header, and for a plain
+    HTTP origin the connections to it (HTTPS goes through httpcore's pool, which shares
+    HTTP/2 connections between requests)."""
 
-    __slots__ = ("host", "url")
+    __slots__ = ("host", "plain", "url")
     host: bytes
+    plain: _Plain | None
 
     def __init__(self, url: str) -> None:
         parsed = httpx.URL(url)
@@ -86,18 +91,85 @@ class _Target:
             target=parsed.raw_path,
         )
         self.host = parsed.netloc  # bytes: "[::1]:8000", the port only when not the default
+        self.plain = None
+
+
+class _Plain:
+    """HTTP/1.1 connections to one plain-HTTP origin: one request each, idle ones reused.
+
+    httpcore's pool rescans every connection on every request and response (a thousand
+    calls in flight cost a million checks); one origin speaking HTTP/1.1 needs no more
+    than a stack of idle connections. Newest idle first: it is the least likely to have
+    been closed by the server meanwhile.
+    """
+
+    __slots__ = ("_backend", "_idle", "closed", "origin")
+
+    def __init__(self, origin: httpcore.Origin, backend: Any) -> None:
+        self.origin = origin
+        self._backend = backend
+        self._idle: list[httpcore.AsyncHTTPConnection] = []
+        self.closed = False
+
+    def _fresh(self) -> httpcore.AsyncHTTPConnection:
+        return httpcore.AsyncHTTPConnection(
+            self.origin, keepalive_expiry=_KEEPALIVE_SECONDS, network_backend=self._backend
+        )
+
+    async def send(self, request: httpcore.Request) -> tuple[httpcore.Response, Any]:
+        idle = self._idle
+        for _ in range(3):  # a reused connection may turn out closed: then a new one
+            connection = None
+            while idle:
+                candidate = idle.pop()
+                if candidate.is_idle() and not candidate.has_expired():
+                    connection = candidate
+                    break
+                await candidate.aclose()
+            if connection is None:
+                connection = self._fresh()
+            try:
+                response = await connection.handle_async_request(request)
+            except httpcore.ConnectionNotAvailable:
+                await connection.aclose()
+                continue
+            except BaseException:
+                await connection.aclose()
+                raise
+            return response, connection
+        raise httpcore.ConnectError("no connection could be made available")
+
+    async def done(self, connection: Any) -> None:
+        """The response was read or closed: keep the connection for the next request."""
+        if (
+            not self.closed
+            and connection.is_idle()
+            and not connection.is_closed()
+            and len(self._idle) < _KEEPALIVE
+        ):
+            self._idle.append(connection)
+        else:
+            await connection.aclose()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.aclose()
 
 
 class CoreTransport:
     """One httpcore connection pool for all endpoints; our slots bound each endpoint."""
 
-    __slots__ = ("_targets", "pool", "slots")
+    __slots__ = ("_backend", "_plain", "_targets", "pool", "slots")
 
     def __init__(
         self, urls: Iterable[str], slots: EndpointSlots, *, http2: bool | None = None
     ) -> None:
         self.slots = slots
         self._targets: dict[str, _Target] = {}
+        self._plain: dict[tuple[bytes, bytes, int], _Plain] = {}
+        self._backend = httpcore.AnyIOBackend()
         use_h2 = http2_available() if http2 is None else http2
         # httpx's SSL context (certifi, SSL_CERT_FILE/SSL_CERT_DIR), built only when an
         # endpoint needs TLS: it costs milliseconds a plain-HTTP client never spends.
@@ -116,7 +188,7 @@ class CoreTransport:
     ) -> WireResponse:
         target = self._targets.get(url)
         if target is None:
-            target = self._targets[url] = _Target(url)
+            target = self._target(url)
         raw = _raw_headers(headers, target.host, content)
         slots = self.slots.get(url)
         if slots is not None:
@@ -129,7 +201,11 @@ class CoreTransport:
                 content=content,
                 extensions={"timeout": _TIMEOUTS},
             )
-            response = await self.pool.handle_async_request(request)
+            plain = target.plain
+            if plain is not None:
+                response, connection = await plain.send(request)
+            else:
+                response = await self.pool.handle_async_request(request)
         except _HTTPCORE_ERRORS as exc:
             if slots is not None:
                 slots.give()
@@ -154,11 +230,14 @@ class CoreTransport:
 
         async def close() -> None:
             aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                try:
+            try:
+                if aclose is not None:
                     await aclose()
-                except _HTTPCORE_ERRORS as exc:
-                    raise _error(exc) from exc
+            except _HTTPCORE_ERRORS as exc:
+                raise _error(exc) from exc
+            finally:
+                if plain is not None:
+                    await plain.done(connection)
 
         return WireResponse(
             response.status,
@@ -168,7 +247,20 @@ class CoreTransport:
             slots.give if slots is not None else None,
         )
 
+    def _target(self, url: str) -> _Target:
+        target = self._targets[url] = _Target(url)
+        if target.url.scheme == b"http":
+            origin = target.url.origin
+            key = (origin.scheme, origin.host, origin.port)
+            plain = self._plain.get(key)
+            if plain is None:
+                plain = self._plain[key] = _Plain(origin, self._backend)
+            target.plain = plain
+        return target
+
     async def aclose(self) -> None:
+        for plain in self._plain.values():
+            await plain.aclose()
         await self.pool.aclose()
 
 

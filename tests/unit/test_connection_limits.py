@@ -129,3 +129,27 @@ async def test_a_call_queued_past_its_deadline_says_so_and_was_never_sent() -> N
     assert "max_connections=1 per endpoint" in str(error)
     assert "max_connections" in (error.hint or "")
     assert seen == ["first"]
+
+
+class _Ports(LoopbackMCP):
+    """Also records the client port of every MCP POST: one port, one TCP connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ports: list[int] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            self.ports.append(scope["client"][1])
+        await super().__call__(scope, receive, send)
+
+
+@pytest.mark.usefixtures("http_path")
+async def test_sequential_calls_reuse_one_connection() -> None:
+    app = _Ports()
+    with serve(app), anyio.fail_after(60):
+        async with ResilientClient(app.url, listen=False, protocol_version="2025-11-25") as c:
+            for _ in range(5):
+                await c.call_tool("x")
+    assert len(app.ports) >= 7  # initialize, initialized, five calls
+    assert len(set(app.ports[-5:])) == 1, app.ports  # keep-alive: the calls share one
