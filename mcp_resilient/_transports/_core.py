@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import anyio
 import httpcore
 import httpx
 
@@ -94,6 +95,12 @@ class _Target:
         self.plain = None
 
 
+async def _close(connection: Any) -> None:
+    """Close a connection even in a cancelled task: its socket must not wait for the GC."""
+    with anyio.CancelScope(shield=True):
+        await connection.aclose()
+
+
 class _Plain:
     """HTTP/1.1 connections to one plain-HTTP origin: one request each, idle ones reused.
 
@@ -125,16 +132,16 @@ class _Plain:
                 if candidate.is_idle() and not candidate.has_expired():
                     connection = candidate
                     break
-                await candidate.aclose()
+                await _close(candidate)
             if connection is None:
                 connection = self._fresh()
             try:
                 response = await connection.handle_async_request(request)
             except httpcore.ConnectionNotAvailable:
-                await connection.aclose()
+                await _close(connection)
                 continue
             except BaseException:
-                await connection.aclose()
+                await _close(connection)
                 raise
             return response, connection
         raise httpcore.ConnectError("no connection could be made available")
@@ -149,13 +156,13 @@ class _Plain:
         ):
             self._idle.append(connection)
         else:
-            await connection.aclose()
+            await _close(connection)
 
     async def aclose(self) -> None:
         self.closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            await connection.aclose()
+            await _close(connection)
 
 
 class CoreTransport:
