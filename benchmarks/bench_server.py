@@ -107,6 +107,12 @@ def create_app(*, json_response: bool = False) -> Starlette:
         """Add two integers."""
         return a + b
 
+    @mcp.tool
+    async def sleep(seconds: float) -> str:
+        """Wait, then answer (``bench_concurrency.py``: many calls in flight at once)."""
+        await asyncio.sleep(min(max(seconds, 0.0), 600.0))
+        return "slept"
+
     return mcp.http_app(path=MCP_PATH, transport="http", json_response=json_response)
 
 
@@ -134,7 +140,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     sock = socket.socket(fileno=args.fd)
     counters = Counters()
     app = StatsApp(create_app(json_response=args.json_response), counters)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, access_log=False)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+        access_log=False,
+        backlog=16384,
+        timeout_keep_alive=30,
+    )
     count_connections(config, counters)
     uvicorn.Server(config).run(sockets=[sock])
     sys.exit(0)

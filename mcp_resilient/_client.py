@@ -59,6 +59,7 @@ from ._recovery import (
 from ._results import ToolResult
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._telemetry import note_request_id, traced
+from ._transports import default_connection_limit, http2_available
 from .errors import (
     ClientClosedError,
     InvalidRequestError,
@@ -75,7 +76,9 @@ logger = logging.getLogger("mcp_resilient")
 DEFAULT_TIMEOUT = 60.0
 """Default deadline, in seconds, for each call (including the handshake)."""
 
-DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_MAX_CONNECTIONS = default_connection_limit()
+"""Requests in flight at once per endpoint on the defaults: from ``RLIMIT_NOFILE`` (each
+HTTP/1.1 request holds a connection, so a file descriptor), 100 to 4096."""
 _ANNOTATION_LEAD_SECONDS = 5.0
 _ANNOTATION_LEAD_SHARE = 0.75
 """A call whose tool's annotations are unknown looks them up this long before its deadline
@@ -95,15 +98,16 @@ def _remaining(deadline: float) -> float | None:
     return None if deadline == math.inf else max(0.0, deadline - anyio.current_time())
 
 
-def _default_http_client(
-    max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
-) -> httpx.AsyncClient:
+def _default_http_client() -> httpx.AsyncClient:
     # Reads are unbounded at the socket level on purpose: SSE streams idle for long
-    # stretches. Every call is bounded by its own deadline instead.
+    # stretches. Every call is bounded by its own deadline instead. The pool itself has
+    # no limit: requests are bounded per endpoint (max_connections) before they reach it,
+    # and a request waiting there waits within its call's deadline.
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=30.0),
+        timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None),
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        http2=http2_available(),
     )
 
 
@@ -156,8 +160,10 @@ class ResilientClient:
             ``list_tools``) allow re-sending it after an ambiguous failure.
         on_resume_failure: ``"raise"``: the next call raises ``ResumeFailedError`` once;
             ``"ignore"``: only the ``resume_failed`` event and log line.
-        max_connections: Connections the client's own HTTP pool may open at once, so calls
-            in flight at once (``None``: no limit). Only without ``http_client``.
+        max_connections: Requests in flight at once per endpoint on the client's own HTTP
+            stack (``None``: no limit); more wait their turn within their deadline. The
+            default follows the file-descriptor limit (``docs/connections.md``). Only
+            without ``http_client``.
         state_id: Names this client's state on servers built with the kit, sent in
             ``params._meta`` of every 2026-07-28 request (docs/exactly-once.md): a random
             id by default, stable for the life of the client; set it (e.g. to a
@@ -325,14 +331,20 @@ class ResilientClient:
         await stack.__aenter__()
         try:
             if self._http is None:
-                self._http = _default_http_client(self._max_connections)
+                self._http = _default_http_client()
             if self._own_http:
                 stack.push_async_callback(self._close_own_http)
+            stack.push_async_callback(recovery.close_transport)
             # Background tasks (listen stream, replies, probes) belong to the client, not to
             # this task: no cancel scope spans open to close, so either may run in any task.
             background = Background(self._events)
             stack.push_async_callback(background.aclose)
-            recovery.attach(self._http, background)
+            recovery.attach(
+                self._http,
+                background,
+                own_http=self._own_http,
+                max_connections=self._max_connections,
+            )
             self._stack = stack
             deadline = _deadline(self.timeout)
             try:

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import mcp_types
@@ -30,7 +30,7 @@ from ._background import Background
 from ._events import EventSink
 from ._handlers import Handlers, ProgressHandler, ServerRequestError, call_progress
 from ._headers import valid_session_id
-from ._transports import HTTPWire, StreamCursor, ended_without_answer
+from ._transports import CURRENT_MARK, HTTPWire, QueueMark, StreamCursor, ended_without_answer
 from .errors import (
     ConnectError,
     HTTPStatusError,
@@ -74,17 +74,20 @@ connection pool and the event loop from the caller's own calls."""
 
 
 @dataclass(slots=True, eq=False)
-class InFlight:
+class InFlight(QueueMark):
     """One call in progress, as the client sees it: ``aclose`` cancels its scope, and its
-    deadline asks whether the request went out (``sent``) and under which id."""
+    deadline asks whether the request went out (``sent``), under which id, and whether
+    it waited for a connection (the ``QueueMark`` fields, filled in by the wire)."""
 
     scope: anyio.CancelScope | None = None
     sent: bool = False
     request_id: int | str | None = None
+    in_doubt: bool = False  # an earlier attempt may have run
 
 
-CURRENT_CALL: ContextVar[InFlight | None] = ContextVar("mcp_resilient_call", default=None)
-"""The call the current task is making (set by the client around each call)."""
+CURRENT_CALL = cast("ContextVar[InFlight | None]", CURRENT_MARK)
+"""The call the current task is making (set by the client around each call). The same
+variable as the wire's ``CURRENT_MARK``: one lookup tells the wire where to note a wait."""
 
 
 def _resumable_break(exc: TransportError) -> bool:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -43,7 +44,15 @@ from ._handlers import Handlers, ProgressHandler
 from ._policy import RetryPolicy, TokenBucket
 from ._pool import Endpoint, EndpointPool
 from ._routing import StatelessRoutes
-from ._transports import SSE_ACCEPT, HTTPWire
+from ._transports import (
+    SSE_ACCEPT,
+    CoreTransport,
+    EndpointSlots,
+    HTTPWire,
+    HttpxTransport,
+    Transport,
+    lean_path_possible,
+)
 from .errors import (
     ClientClosedError,
     ConnectError,
@@ -137,6 +146,29 @@ async def end_session(session: Session) -> None:
             logger.debug("DELETE of session %s failed: %s", session.session_id, exc)
 
 
+HTTP_PATH_VARIABLE = "MCP_RESILIENT_HTTP_PATH"
+"""``httpx`` sends everything through httpx even when the lean path could carry it (to
+compare the two paths, or to rule the lean one out); unset or ``lean``: the default."""
+
+
+def queue_note(flight: InFlight) -> str:
+    """`` for 2.1 s for a connection to URL (limit 100 per endpoint)``: where the time went."""
+    waited = flight.queued_for
+    if flight.queued_since is not None:
+        waited += time.monotonic() - flight.queued_since
+    return (
+        f" for {waited:.1f} s for a connection to {flight.queue_endpoint}"
+        f" (max_connections={flight.queue_limit} per endpoint)"
+    )
+
+
+def use_lean_path(endpoints: Sequence[str]) -> bool:
+    """Whether a client owning its HTTP stack sends on the lean path (httpcore directly)."""
+    if os.environ.get(HTTP_PATH_VARIABLE, "lean").strip().lower() == "httpx":
+        return False
+    return lean_path_possible(endpoints)
+
+
 class Recovery:
     """The connection a client calls through, and every decision that keeps it usable.
 
@@ -177,6 +209,7 @@ class Recovery:
         self._list_tools = list_tools
         self.open = False
         self.http: httpx.AsyncClient | None = None
+        self.transport: Transport | None = None
         self.background: Background | None = None
         self.lock: anyio.Lock | None = None
         self.session: Session | None = None
@@ -197,12 +230,35 @@ class Recovery:
             lambda url: self.negotiator.known.get(url) != "handshake",
         )
 
-    def attach(self, http: httpx.AsyncClient, background: Background) -> None:
-        """The client opened: these are the pool and task group to work with."""
+    def attach(
+        self,
+        http: httpx.AsyncClient,
+        background: Background,
+        *,
+        own_http: bool = False,
+        max_connections: int | None = None,
+    ) -> None:
+        """The client opened: these are the pool and task group to work with.
+
+        A client that owns its HTTP stack and has no ``httpx.Auth`` sends on the lean path
+        (httpcore directly); otherwise everything goes through ``http``. Either way, our own
+        pool is bounded per endpoint by ``max_connections``, a caller's pool by its limits.
+        """
         self.http = http
+        slots = EndpointSlots(max_connections if own_http else None)
+        if own_http and self.auth is None and use_lean_path(self.endpoints):
+            self.transport = CoreTransport(self.endpoints, slots)
+        else:
+            self.transport = HttpxTransport(http, auth=self.auth, slots=slots)
         self.background = background
         self.lock = anyio.Lock()
         self.open = True
+
+    async def close_transport(self) -> None:
+        """Close the lean path's connections (the httpx path's client is closed by its owner)."""
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            await transport.aclose()
 
     def detach(self) -> None:
         """The client is closing (or failed to open): start nothing new."""
@@ -367,14 +423,10 @@ class Recovery:
         return session
 
     def new_session(self, url: str, kind: type[Session], era: Era) -> Session:
-        assert self.http is not None
+        assert self.transport is not None
         assert self.background is not None
         wire = HTTPWire(
-            self.http,
-            url,
-            headers=self.headers,
-            auth=self.auth,
-            max_message_bytes=self.max_event_bytes,
+            self.transport, url, headers=self.headers, max_message_bytes=self.max_event_bytes
         )
         session = kind(wire, era, self.handlers, self.background, self.events)
         session.on_list_changed.append(self.list_changed)
@@ -701,6 +753,8 @@ class Recovery:
                 if failure is Failure.IN_DOUBT and doubt is None:
                     doubt = (session, exc)
                     doubts.append(doubt)
+                    if flight is not None:
+                        flight.in_doubt = True
                 if failure is Failure.IN_DOUBT:
                     unrecorded = unrecorded or not recorded
                 if failure is not Failure.SESSION_LOST:
@@ -965,10 +1019,21 @@ class Recovery:
     ) -> RequestTimeoutError:
         """The call's deadline passed: in doubt if it went out and a second run is not
         known to be harmless, else a plain timeout."""
+        if (flight.left_queued or flight.queued_since is not None) and not flight.in_doubt:
+            # Still in line for a connection: this attempt never went out.
+            return RequestTimeoutError(
+                f"{method} did not complete within {limit:g} s: it was queued{queue_note(flight)}"
+                " and never sent",
+                endpoint=flight.queue_endpoint or self.endpoint,
+                session_id=self.session_id,
+                hint="Raise max_connections (mind `ulimit -n`, see the connection limits docs),"
+                " or pass a larger timeout=",
+            )
         if flight.sent and not self.known_safe(method, params, idempotent):
             return await self.timed_out_in_doubt(method, params, limit, flight)
+        queued = f"; it was queued{queue_note(flight)} first" if flight.queued_for >= 0.001 else ""
         return RequestTimeoutError(
-            f"{method} did not complete within {limit:g} s",
+            f"{method} did not complete within {limit:g} s{queued}",
             endpoint=self.endpoint,
             session_id=self.session_id,
             hint="Pass a larger timeout= if the server is just slow",
@@ -984,7 +1049,8 @@ class Recovery:
             params,
             request_id=flight.request_id,
             where=(self.endpoint, self.session_id),
-            cause=f"no answer within {limit:g} s",
+            cause=f"no answer within {limit:g} s"
+            + (f" (it was queued{queue_note(flight)} first)" if flight.queued_for >= 0.001 else ""),
             message=f"was sent but did not complete within {limit:g} s: it may have run on the"
             " server, so running it again could run it twice",
             stage="sent; the deadline passed before the answer",

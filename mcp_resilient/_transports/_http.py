@@ -29,10 +29,12 @@ from ..errors import (
     StreamEndedError,
     TransportError,
 )
+from ._base import Transport, WireResponse
 from ._bounded import ACCEPT_ENCODING
 from ._bounded import MAX_CODINGS as _MAX_CODINGS
 from ._bounded import Inflater as _Inflater
 from ._bounded import inflate as _inflate
+from ._httpx import HttpxTransport
 
 __all__ = [
     "POST_ACCEPT",
@@ -99,12 +101,12 @@ class StreamCursor:
     last_event_id: str | None = None
     retry_ms: int | None = None
     events: int = 0
-    headers: httpx.Headers | None = None
+    headers: Mapping[str, str] | None = None  # the last response's; ask with lower-case names
     seen_ids: SeenIds = field(default_factory=lambda: SeenIds())
     warned_unsafe_id: bool = False
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: WireResponse) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
         return None
@@ -184,44 +186,47 @@ class HTTPWire:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: httpx.AsyncClient | Transport,
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
         max_message_bytes: int,
     ) -> None:
-        self.client = client
+        if isinstance(client, httpx.AsyncClient):
+            client = HttpxTransport(client, auth=auth)
+        elif auth is not None:
+            raise ValueError("auth= goes with an httpx.AsyncClient; a transport carries its own")
+        self.transport: Transport = client
         self.url = url
         self.base_headers = dict(headers or {})
-        self.auth = auth
         self.max_message_bytes = max_message_bytes
 
     # -- sending -----------------------------------------------------------------
 
     async def _send(
         self, method: str, headers: dict[str, str], content: bytes | None, session_id: str | None
-    ) -> httpx.Response:
-        request = self.client.build_request(method, self.url, headers=headers, content=content)
+    ) -> WireResponse:
         try:
-            # Never follow a redirect, whatever the client's own setting: the credentials
-            # in our headers must not reach another origin, and a 3xx becomes a typed error.
-            if self.auth is not None:
-                return await self.client.send(
-                    request, stream=True, auth=self.auth, follow_redirects=False
-                )
-            return await self.client.send(request, stream=True, follow_redirects=False)
+            return await self.transport.send(method, self.url, headers, content)
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,
             httpx.PoolTimeout,
             httpx.UnsupportedProtocol,
         ) as exc:
+            detail = str(exc)
+            hint = "Check that the server is running and the URL is right"
+            if "Too many open files" in detail:
+                hint = (
+                    "This process ran out of file descriptors: raise `ulimit -n`, or lower"
+                    " max_connections (see the connection limits docs)"
+                )
             raise ConnectError(
-                f"could not connect for {method} ({exc.__class__.__name__}: {exc or 'no detail'})",
+                f"could not connect for {method} ({exc.__class__.__name__}: {detail or 'no detail'})",
                 endpoint=self.url,
                 session_id=session_id,
-                hint="Check that the server is running and the URL is right",
+                hint=hint,
             ) from exc
         except httpx.RequestError as exc:
             raise TransportError(
@@ -332,7 +337,7 @@ class HTTPWire:
         return self._stream_body(response, session_id, cursor)
 
     async def _stream_body(
-        self, response: httpx.Response, session_id: str | None, cursor: StreamCursor
+        self, response: WireResponse, session_id: str | None, cursor: StreamCursor
     ) -> AsyncGenerator[dict[str, Any], None]:
         try:
             async for incoming in self._read_sse(response, session_id, cursor):
@@ -357,7 +362,7 @@ class HTTPWire:
 
     # -- reading -----------------------------------------------------------------
 
-    def _stages(self, response: httpx.Response, session_id: str | None) -> list[_Inflater]:
+    def _stages(self, response: WireResponse, session_id: str | None) -> list[_Inflater]:
         """The decoders for the response's Content-Encoding, in the order to apply them."""
         header = response.headers.get("content-encoding")
         if not header:
@@ -376,13 +381,11 @@ class HTTPWire:
         return [_Inflater("deflate" if c == "deflate" else "gzip") for c in reversed(codings)]
 
     async def _body(
-        self, response: httpx.Response, session_id: str | None
+        self, response: WireResponse, session_id: str | None
     ) -> AsyncGenerator[bytes, None]:
         """The body as it arrives, decompressed by us in bounded pieces."""
         if response.is_stream_consumed:
-            # A body given whole (httpx.MockTransport, respx, the testing fake) was read, and
-            # decoded, when the response was built: there is no raw stream left to read.
-            yield response.content
+            yield response.content  # given whole (httpx.MockTransport): already decoded
             return
         stages = self._stages(response, session_id)
         if not stages:
@@ -402,7 +405,7 @@ class HTTPWire:
                 hint="The server's Content-Encoding does not match its body",
             ) from None
 
-    async def _read_capped(self, response: httpx.Response, session_id: str | None) -> bytes:
+    async def _read_capped(self, response: WireResponse, session_id: str | None) -> bytes:
         length = response.headers.get("content-length")
         if (
             length is not None
@@ -431,7 +434,7 @@ class HTTPWire:
         return b"".join(chunks)
 
     async def _read_sse(
-        self, response: httpx.Response, session_id: str | None, cursor: StreamCursor
+        self, response: WireResponse, session_id: str | None, cursor: StreamCursor
     ) -> AsyncGenerator[dict[str, Any], None]:
         events = iter_events(
             self._body(response, session_id),
@@ -473,7 +476,7 @@ class HTTPWire:
             await events.aclose()
 
     async def _raise_status(
-        self, response: httpx.Response, method: str, session_id: str | None
+        self, response: WireResponse, method: str, session_id: str | None
     ) -> None:
         status = response.status_code
         try:

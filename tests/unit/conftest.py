@@ -173,3 +173,25 @@ def server() -> Iterator[FakeServer]:
     with respx.mock(assert_all_called=False) as router:
         router.route(url=URL).mock(side_effect=fake)
         yield fake
+
+
+HTTP_PATHS = ("lean", "httpx")
+"""The two transport paths every wire test runs on: httpcore driven directly (a client
+that owns its HTTP stack) and httpx (a caller's client, httpx.Auth, proxies, hooks)."""
+
+
+@pytest.fixture(params=HTTP_PATHS)
+def http_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test once per transport path (``MCP_RESILIENT_HTTP_PATH``)."""
+    path: str = request.param
+    monkeypatch.setenv("MCP_RESILIENT_HTTP_PATH", path)
+    return path
+
+
+def wire_transport(path: str, http: httpx.AsyncClient, url: str) -> Any:
+    """What an ``HTTPWire`` sends through on ``path``: our httpcore pool, or ``http``."""
+    from mcp_resilient._transports import CoreTransport, EndpointSlots
+
+    if path == "lean":
+        return CoreTransport([url], EndpointSlots(None))
+    return http

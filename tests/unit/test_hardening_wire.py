@@ -35,10 +35,13 @@ from mcp_resilient import (
 from mcp_resilient._transports import HTTPWire
 from mcp_resilient._transports._http import _retry_after
 
-from .conftest import URL, FakeServer, rpc_result, sse_event, sse_response
+from .conftest import URL, FakeServer, rpc_result, sse_event, sse_response, wire_transport
 from .test_bad_input import CAP, call_bad_then_good, only_for
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.usefixtures("http_path"),  # every test on both transport paths
+]
 
 MiB = 1024 * 1024
 
@@ -177,12 +180,14 @@ async def test_absurd_retry_after_is_ignored(server: FakeServer, value: str) -> 
         assert retry_after is None or 0 <= retry_after < 366 * 24 * 3600
 
 
-async def test_deeply_nested_error_body_keeps_the_status(server: FakeServer) -> None:
+async def test_deeply_nested_error_body_keeps_the_status(
+    server: FakeServer, http_path: str
+) -> None:
     # At the wire: what the era layer makes of the body is its own business.
     server.on("tools/call", lambda b, r: httpx.Response(400, content=b"[" * 1999))
     message = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "x"}}
     async with httpx.AsyncClient() as http:
-        wire = HTTPWire(http, URL, max_message_bytes=CAP)
+        wire = HTTPWire(wire_transport(http_path, http, URL), URL, max_message_bytes=CAP)
         with pytest.raises(HTTPStatusError) as info:
             async for _ in wire.post(message, {}, session_id=None):
                 pass

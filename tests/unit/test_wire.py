@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import respx
 
 from mcp_resilient import (
     ResilientClient,
@@ -18,7 +19,10 @@ from mcp_resilient import (
 
 from .conftest import SESSION, URL, FakeServer, rpc_result, sse_event, sse_response
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.usefixtures("http_path"),  # every test on both transport paths
+]
 
 
 async def test_post_headers_and_body(server: FakeServer) -> None:
@@ -406,3 +410,33 @@ async def test_errors_carry_the_real_request_id(server: FakeServer) -> None:
             await client.call_tool("add", {"a": 1}, idempotent=False)
     assert info.value.request_id == sent[-1] is not None
     assert f"(request id {sent[-1]})" in str(info.value)
+
+
+async def test_each_path_is_the_one_that_carries_the_calls(
+    server: FakeServer, http_path: str
+) -> None:
+    """The parametrization is real: the lean path sends on httpcore, the other on httpx."""
+    from mcp_resilient._transports import CoreTransport, HttpxTransport
+
+    async with ResilientClient(URL, listen=False) as client:
+        assert await client.call_tool("add", {"a": 2, "b": 3})
+        transport = client._recovery.transport
+    expected = CoreTransport if http_path == "lean" else HttpxTransport
+    assert type(transport) is expected
+    request = server.posts("tools/call")[0][0]
+    # The same request on both paths, down to httpx's default headers.
+    assert request.headers["user-agent"].startswith("python-httpx/")
+    assert request.headers["connection"] == "keep-alive"
+    assert request.headers["host"] == "mcp.test"
+    assert request.headers["content-length"] == str(len(request.content))
+
+
+async def test_httpx_level_test_doubles_still_see_every_request() -> None:
+    """respx's ``httpx`` mocker (and mcp_resilient.testing) reroute httpx's transports: a
+    client that would send on httpcore directly must notice and go through httpx."""
+    fake = FakeServer()
+    with respx.mock(using="httpx", assert_all_called=False) as router:
+        router.route(url=URL).mock(side_effect=fake)
+        async with ResilientClient(URL, listen=False, timeout=5) as client:
+            assert (await client.call_tool("add", {"a": 1, "b": 1})).structured_content
+    assert [body["method"] for _, body in fake.posts()][-1] == "tools/call"
