@@ -231,6 +231,9 @@ def test_5_outcome_unknown_when_keyed_resends_cannot_connect(
     kill_once_committed(cli, mcp_server, call_id)
     result = cli.finish()
     assert_outcome_unknown(result)
-    # The keyed re-send was attempted (and could not connect): this is that path.
-    assert len(re.findall(r"-> POST \S+\s+tools/call increment", result.stderr)) >= 2, result
+    # The keyed re-send was attempted (and could not connect): this is that path. A keyed
+    # re-send first asks the endpoint again whether it honours keys (it may have come back
+    # as another build), and that is what fails to connect; no second tools/call goes out.
+    assert len(re.findall(r"-> POST \S+\s+server/discover", result.stderr)) >= 2, result
+    assert len(re.findall(r"-> POST \S+\s+tools/call increment", result.stderr)) == 1, result
     assert "ConnectError" in result.stderr, result
