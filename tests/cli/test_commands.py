@@ -89,7 +89,8 @@ def test_tools_table(mcp_server: ServerProcess) -> None:
     assert re.match(r"add\s+a, b\s+read-only\s+Add two numbers", rows["add"])
     assert re.match(r"set_counter\s+value\s+writes, idempotent, destructive\s", rows["set_counter"])
     assert re.match(
-        r"increment\s+by\?, call_id\?, gate\?, reply_gate\?, hold\?, hold_at\?\s+writes\s", rows["increment"]
+        r"increment\s+by\?, call_id\?, gate\?, reply_gate\?, hold\?, hold_at\?\s+writes\s",
+        rows["increment"],
     )
 
 
