@@ -4,7 +4,7 @@
 # Node 22 with the MCP conformance suite, the Python dev extras), then runs the checks
 # (ruff, mypy strict, mkdocs --strict) and the whole pytest suite. Extra arguments go to pytest.
 #
-# Python packages come from the lock (constraints/dev.txt) into .venv: what CI tested.
+# Python packages come from the lock (constraints-dev.txt) into .venv: what CI tested.
 # `bash scripts/test.sh --latest` runs the same checks and suite against the newest
 # releases pyproject.toml allows, in .venv-latest (the locked .venv is left alone).
 set -euo pipefail
