@@ -1,16 +1,23 @@
 """Time from SIGKILL of the replica running a keyed non-idempotent call to its caller's answer.
 
-    python benchmarks/bench_sigkill.py [--trials 20] [--era handshake|auto] [--json]
+    python benchmarks/bench_sigkill.py [--trials 20] [--era handshake|auto] [--tools both] [--json]
 
 Three example servers (the kit: idempotency ledger, lease 3 s renewed every second) share
 Redis. Each trial sends a non-idempotent ``increment`` held at a gate and SIGKILLs the
-replica holding it, at one of two moments, alternately:
+replica holding it. Two fleets are measured, one after the other, with two moments each:
 
-- ``mid-tool``: the tool is running (no outcome recorded). The client re-sends under the
-  same key to a survivor, whose ledger waits for the dead owner's lease to run out and
-  answers "started, never finished" (a confirmed ``OutcomeUnknownError``);
-- ``after-record``: the outcome is recorded and the answer held. The re-send is answered
-  from the ledger (a replayed result).
+- plain tools (``MCP_TRANSACTIONAL=0``, writes land at once):
+  - ``mid-tool``: the tool has written and waits (no outcome recorded). The client re-sends
+    under the same key to a survivor, whose ledger waits for the dead owner's lease to run
+    out and answers "started, never finished" (a confirmed ``OutcomeUnknownError``);
+  - ``after-record``: the outcome is recorded and the answer held. The re-send is answered
+    from the ledger (a replayed result);
+- ``@transactional`` tools (the example's default):
+  - ``before-commit``: the run waits before it commits, so nothing has applied. The
+    survivor takes the dead owner's claim over once its lease runs out and runs the tool
+    afresh: the caller gets a real, first-time result;
+  - ``after-commit``: the transaction (and with it the outcome) is committed and the answer
+    held by an ``after_commit`` step. The re-send is answered from the ledger (replayed).
 
 It reports, per kind, the seconds from the kill to the caller's answer (p50/p99/max), and
 checks every trial ended as expected and within 5 s (issue 17's bound). The killed replica
@@ -51,9 +58,23 @@ async def waiting_on(cluster: ServerCluster, gate: str) -> str | None:
     return str(body["waiting"]) if body["waiting"] else None
 
 
+KINDS = {
+    "plain": ("mid-tool", "after-record"),
+    "transactional": ("before-commit", "after-commit"),
+}
+HELD_BY = {  # which argument holds the call, and where
+    "mid-tool": {"gate": None},
+    "after-record": {"reply_gate": None},
+    "before-commit": {"hold": None, "hold_at": "start"},
+    "after-commit": {"gate": None},
+}
+
+
 async def one_trial(cluster: ServerCluster, era: str, kind: str) -> float:
     call_id, gate = uuid.uuid4().hex, uuid.uuid4().hex
-    gate_arg = "gate" if kind == "mid-tool" else "reply_gate"
+    arguments: dict[str, Any] = {"by": 1, "call_id": call_id}
+    for name, value in HELD_BY[kind].items():
+        arguments[name] = gate if value is None else value
     outcome: dict[str, Any] = {}
     async with ResilientClient(
         cluster.urls, protocol_version=ERAS[era], retry=FAST, timeout=60
@@ -61,9 +82,7 @@ async def one_trial(cluster: ServerCluster, era: str, kind: str) -> float:
 
         async def call() -> None:
             try:
-                outcome["value"] = await client.call_tool(
-                    "increment", {"by": 1, "call_id": call_id, gate_arg: gate}
-                )
+                outcome["value"] = await client.call_tool("increment", arguments)
             except OutcomeUnknownError as exc:
                 outcome["value"] = exc
             outcome["at"] = time.perf_counter()
@@ -83,16 +102,25 @@ async def one_trial(cluster: ServerCluster, era: str, kind: str) -> float:
                 # need to, so nothing that might run again is left waiting on it.
                 survivor = next(s for s in cluster if s is not victim)
                 await open_gate(survivor, gate)
-    value = outcome["value"]
-    if kind == "mid-tool":
-        if not (isinstance(value, OutcomeUnknownError) and "never finished" in str(value)):
-            raise RuntimeError(
-                f"mid-tool kill: expected a confirmed outcome-unknown, got {value!r}"
-            )
-    elif isinstance(value, Exception) or not (value.meta or {}).get(REPLAYED):
-        raise RuntimeError(f"after-record kill: expected a replayed result, got {value!r}")
+    check(kind, outcome["value"])
     await anyio.to_thread.run_sync(lambda: victim.restart(120))
     return float(outcome["at"] - killed)
+
+
+def check(kind: str, value: Any) -> None:
+    """The answer each kind must end in; anything else stops the benchmark."""
+    replayed = not isinstance(value, Exception) and bool((value.meta or {}).get(REPLAYED))
+    if kind == "mid-tool":
+        ok = isinstance(value, OutcomeUnknownError) and "never finished" in str(value)
+        expected = "a confirmed outcome-unknown (started, never finished)"
+    elif kind == "before-commit":
+        ok = not isinstance(value, Exception) and not replayed and not value.is_error
+        expected = "a first-time result (the claim taken over and run afresh)"
+    else:
+        ok = replayed
+        expected = "a replayed result"
+    if not ok:
+        raise RuntimeError(f"{kind} kill: expected {expected}, got {value!r}")
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -106,27 +134,35 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def measure(trials: int, era: str, log_dir: Path) -> dict[str, Any]:
+async def measure(trials: int, era: str, tools: str, log_dir: Path) -> dict[str, Any]:
     if not redis_server_path():
         raise SystemExit("bench_sigkill needs redis-server (apt-get install -y redis-server)")
     redis = RedisProcess().start()
-    env = {"REDIS_URL": redis.url, "STATE_PREFIX": f"bench-sigkill-{uuid.uuid4().hex}"}
-    cluster = ServerCluster(3, env=env, prefix="node", log_dir=log_dir)
-    samples: dict[str, list[float]] = {"mid-tool": [], "after-record": []}
+    samples: dict[str, list[float]] = {}
     try:
-        cluster.start(120)  # a bound: a loaded machine boots three servers slowly
-        for i in range(trials):
-            kind = "mid-tool" if i % 2 == 0 else "after-record"
-            samples[kind].append(await one_trial(cluster, era, kind))
+        for fleet in ("plain", "transactional") if tools == "both" else (tools,):
+            env = {
+                "REDIS_URL": redis.url,
+                "STATE_PREFIX": f"bench-sigkill-{uuid.uuid4().hex}",
+                "MCP_TRANSACTIONAL": "1" if fleet == "transactional" else "0",
+            }
+            cluster = ServerCluster(3, env=env, prefix=fleet, log_dir=log_dir)
+            try:
+                cluster.start(120)  # a bound: a loaded machine boots three servers slowly
+                kinds = KINDS[fleet]
+                for i in range(trials):
+                    kind = kinds[i % 2]
+                    samples.setdefault(kind, []).append(await one_trial(cluster, era, kind))
+            finally:
+                cluster.stop()
     finally:
-        cluster.stop()
         redis.cleanup()
-    everything = samples["mid-tool"] + samples["after-record"]
+    everything = [s for values in samples.values() for s in values]
     return {
         "era": era,
         "bound_s": BOUND,
         "within_bound": all(s <= BOUND for s in everything),
-        **{kind: summary(values) for kind, values in samples.items() if values},
+        **{kind: summary(values) for kind, values in samples.items()},
         "all": summary(everything),
     }
 
@@ -135,15 +171,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--era", choices=sorted(ERAS), default="auto")
+    parser.add_argument(
+        "--tools",
+        choices=("plain", "transactional", "both"),
+        default="both",
+        help="which fleet: plain tools, @transactional ones, or both (trials each)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sigkill-") as tmp:
-        results = anyio.run(measure, args.trials, args.era, Path(tmp))
+        results = anyio.run(measure, args.trials, args.era, args.tools, Path(tmp))
     if args.json:
         print(json.dumps(results))
         return
     print(f"SIGKILL of the replica running a keyed increment ({results['era']} era)")
-    for kind in ("mid-tool", "after-record", "all"):
+    for kind in (*KINDS["plain"], *KINDS["transactional"], "all"):
         if kind in results:
             r = results[kind]
             print(
