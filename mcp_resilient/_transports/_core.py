@@ -1,4 +1,4 @@
-"""The lean path: our own POST/GET/DELETE driven on httpcore directly.
+"""The lean path: our own POST/GET/DELETE, below httpx.
 
 When the client owns its HTTP stack there is nothing to plug in, and httpx's request and
 response models (URL parsing, header normalisation, cookies, auth and redirect machinery,
@@ -6,10 +6,15 @@ event hooks, content decoding) are work done on every call for nothing: we alrea
 exactly what we send, and we read the raw body ourselves (bounded decompression). This
 path sends the same headers an ``httpx.AsyncClient`` would and raises the same httpx
 exception types, so the wire cannot tell the two apart.
+
+Plain-HTTP origins on asyncio go over our own HTTP/1.1 connections (``_h1``); TLS,
+HTTP/2 and other event loops go through httpcore. ``MCP_RESILIENT_HTTP_PATH=httpcore``
+sends plain HTTP through httpcore too (to compare, or to rule ours out).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -19,6 +24,7 @@ import anyio
 import httpcore
 import httpx
 
+from . import _h1
 from ._base import WireResponse
 from ._limits import EndpointSlots
 
@@ -32,6 +38,7 @@ _TIMEOUTS = {"connect": 10.0, "read": None, "write": 30.0, "pool": None}
 _KEEPALIVE = 100
 """Idle connections kept for the next burst, per origin (each holds a file descriptor)."""
 _KEEPALIVE_SECONDS = 5.0  # as httpx
+_PATH_VARIABLE = "MCP_RESILIENT_HTTP_PATH"
 
 
 def http2_available() -> bool:
@@ -44,6 +51,13 @@ def httpx_is_patched() -> bool:
     ``mcp_resilient.testing`` network): then requests must go through httpx to reach it."""
     method = httpx.AsyncClient.__dict__.get("_transport_for_url")
     return getattr(method, "__module__", None) != "httpx._client"
+
+
+def httpcore_is_patched() -> bool:
+    """Whether a test double (respx's default mocker) answers in httpcore's place: then
+    plain HTTP must go through httpcore to reach it, not over our own connections."""
+    method = httpcore.AsyncHTTPConnection.__dict__.get("handle_async_request")
+    return getattr(method, "__module__", None) != "httpcore._async.connection"
 
 
 def lean_path_possible(urls: Iterable[str]) -> bool:
@@ -79,7 +93,7 @@ class _Target:
     HTTP origin the connections to it (HTTPS goes through httpcore's pool, which shares
     HTTP/2 connections between requests)."""
 
-    __slots__ = ("host", "plain", "url")
+    __slots__ = ("host", "plain", "target", "url")
     host: bytes
     plain: _Plain | None
 
@@ -92,6 +106,7 @@ class _Target:
             target=parsed.raw_path,
         )
         self.host = parsed.netloc  # bytes: "[::1]:8000", the port only when not the default
+        self.target = parsed.raw_path
         self.plain = None
 
 
@@ -110,13 +125,53 @@ class _Plain:
     been closed by the server meanwhile.
     """
 
-    __slots__ = ("_backend", "_idle", "closed", "origin")
+    __slots__ = ("_backend", "_h1_idle", "_idle", "closed", "origin")
 
     def __init__(self, origin: httpcore.Origin, backend: Any) -> None:
         self.origin = origin
         self._backend = backend
         self._idle: list[httpcore.AsyncHTTPConnection] = []
+        self._h1_idle: list[_h1.H1Connection] = []
         self.closed = False
+
+    async def send_h1(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        content: bytes | None,
+    ) -> _h1.H1Response:
+        """The request on one of our own HTTP/1.1 connections (asyncio only)."""
+        idle = self._h1_idle
+        for _ in range(3):  # a reused connection may turn out closed: then a new one
+            connection = None
+            while idle:
+                candidate = idle.pop()
+                if candidate.loop is loop and candidate.reusable():
+                    connection = candidate
+                    break
+                _drop(candidate, loop)
+            reused = connection is not None
+            if connection is None:
+                connection = await _h1.connect(self.origin.host.decode("ascii"), self.origin.port)
+            try:
+                return await connection.request(method, target, headers, content, reused=reused)
+            except _h1.StaleConnection:
+                connection.close()
+                continue
+            except BaseException:
+                connection.close()
+                raise
+        raise httpx.ConnectError("no connection could be made available")
+
+    def done_h1(self, response: _h1.H1Response) -> None:
+        """The response was read or closed: keep its connection for the next request."""
+        connection = response.connection
+        if response.release() and not self.closed and len(self._h1_idle) < _KEEPALIVE:
+            self._h1_idle.append(connection)
+        else:
+            connection.close()
 
     def _fresh(self) -> httpcore.AsyncHTTPConnection:
         return httpcore.AsyncHTTPConnection(
@@ -163,12 +218,32 @@ class _Plain:
         idle, self._idle = self._idle, []
         for connection in idle:
             await _close(connection)
+        h1_idle, self._h1_idle = self._h1_idle, []
+        loop = _running_loop()
+        for h1_connection in h1_idle:
+            _drop(h1_connection, loop)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop we run on; None on another event loop (trio): httpcore then."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _drop(connection: _h1.H1Connection, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Close a connection from its own loop (a client used from two loops keeps both safe)."""
+    if connection.loop is loop:
+        connection.close()
+    elif not connection.loop.is_closed():
+        connection.loop.call_soon_threadsafe(connection.close)
 
 
 class CoreTransport:
     """One httpcore connection pool for all endpoints; our slots bound each endpoint."""
 
-    __slots__ = ("_backend", "_plain", "_targets", "pool", "slots")
+    __slots__ = ("_backend", "_own_h1", "_plain", "_targets", "pool", "slots")
 
     def __init__(
         self, urls: Iterable[str], slots: EndpointSlots, *, http2: bool | None = None
@@ -177,6 +252,7 @@ class CoreTransport:
         self._targets: dict[str, _Target] = {}
         self._plain: dict[tuple[bytes, bytes, int], _Plain] = {}
         self._backend = httpcore.AnyIOBackend()
+        self._own_h1 = os.environ.get(_PATH_VARIABLE, "").strip().lower() != "httpcore"
         use_h2 = http2_available() if http2 is None else http2
         # httpx's SSL context (certifi, SSL_CERT_FILE/SSL_CERT_DIR), built only when an
         # endpoint needs TLS: it costs milliseconds a plain-HTTP client never spends.
@@ -200,6 +276,19 @@ class CoreTransport:
         slots = self.slots.get(url)
         if slots is not None:
             await slots.take()
+        plain = target.plain
+        if plain is not None and self._own_h1 and not httpcore_is_patched():
+            loop = _running_loop()
+            if loop is not None:
+                try:
+                    h1_response = await plain.send_h1(
+                        loop, method.encode(), target.target, raw, content
+                    )
+                except BaseException:
+                    if slots is not None:
+                        slots.give()
+                    raise
+                return _h1_wire_response(plain, h1_response, slots)
         try:
             request = httpcore.Request(
                 method.encode(),
@@ -208,7 +297,6 @@ class CoreTransport:
                 content=content,
                 extensions={"timeout": _TIMEOUTS},
             )
-            plain = target.plain
             if plain is not None:
                 response, connection = await plain.send(request)
             else:
@@ -222,11 +310,7 @@ class CoreTransport:
                 slots.give()
             raise
         stream = response.stream
-        lowered: dict[str, str] = {}
-        for name, value in response.headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            lowered[key] = f"{lowered[key]}, {text}" if key in lowered else text
+        lowered = _lowered(response.headers)
 
         async def body() -> AsyncIterator[bytes]:
             try:
@@ -269,6 +353,34 @@ class CoreTransport:
         for plain in self._plain.values():
             await plain.aclose()
         await self.pool.aclose()
+
+
+def _lowered(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header names in lower case; repeated headers joined with commas, as httpx does."""
+    lowered: dict[str, str] = {}
+    for name, value in headers:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        lowered[key] = f"{lowered[key]}, {text}" if key in lowered else text
+    return lowered
+
+
+def _h1_wire_response(plain: _Plain, response: _h1.H1Response, slots: Any) -> WireResponse:
+    released = False
+
+    async def close() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            plain.done_h1(response)
+
+    return WireResponse(
+        response.status,
+        _lowered(response.headers),
+        response.body,
+        close,
+        slots.give if slots is not None else None,
+    )
 
 
 def _raw_headers(

@@ -10,6 +10,7 @@ import os
 import re
 import select
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +64,9 @@ def ports(doc_servers: ServerCluster) -> Ports:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(REPO_ROOT / ".venv" / "bin"), env.get("PATH", "")])
+    # The environment running the tests (.venv, or .venv-latest under --latest) has the
+    # `mcp-call` under test: never another one found on the way.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["PYTHONUNBUFFERED"] = "1"  # stdout and stderr interleave as on a terminal
     env.pop("COLUMNS", None)

@@ -176,16 +176,31 @@ def server() -> Iterator[FakeServer]:
 
 
 HTTP_PATHS = ("lean", "httpx")
-"""The two transport paths every wire test runs on: httpcore driven directly (a client
-that owns its HTTP stack) and httpx (a caller's client, httpx.Auth, proxies, hooks)."""
+"""The two transport paths every wire test runs on: below httpx (a client that owns its
+HTTP stack) and httpx (a caller's client, httpx.Auth, proxies, hooks). With respx's
+default mocker both reach the mock; below httpx that is through httpcore."""
+
+SOCKET_PATHS = ("lean", "httpcore", "httpx")
+"""For tests on real loopback sockets, where the lean path has two stacks of its own: our
+HTTP/1.1 connections (the default for plain HTTP) and httpcore."""
+
+
+def _set_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    path: str = request.param
+    monkeypatch.setenv("MCP_RESILIENT_HTTP_PATH", path)
+    return path
 
 
 @pytest.fixture(params=HTTP_PATHS)
 def http_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Runs the test once per transport path (``MCP_RESILIENT_HTTP_PATH``)."""
-    path: str = request.param
-    monkeypatch.setenv("MCP_RESILIENT_HTTP_PATH", path)
-    return path
+    return _set_path(request, monkeypatch)
+
+
+@pytest.fixture(params=SOCKET_PATHS)
+def socket_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a real-socket test once per stack, our own HTTP/1.1 included."""
+    return _set_path(request, monkeypatch)
 
 
 def wire_transport(path: str, http: httpx.AsyncClient, url: str) -> Any:

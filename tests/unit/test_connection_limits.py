@@ -91,13 +91,13 @@ async def _all_at_once(n: int, **options: Any) -> int:
     return app.max_in_flight
 
 
-@pytest.mark.usefixtures("http_path")
+@pytest.mark.usefixtures("socket_path")
 async def test_defaults_run_hundreds_of_calls_at_once() -> None:
     """No settings: 300 slow calls all reach the server together (the old default: 100)."""
     assert await _all_at_once(300) == 300
 
 
-@pytest.mark.usefixtures("http_path")
+@pytest.mark.usefixtures("socket_path")
 async def test_a_call_queued_past_its_deadline_says_so_and_was_never_sent() -> None:
     app = LoopbackMCP()
     release = asyncio.Event()
@@ -144,7 +144,7 @@ class _Ports(LoopbackMCP):
         await super().__call__(scope, receive, send)
 
 
-@pytest.mark.usefixtures("http_path")
+@pytest.mark.usefixtures("socket_path")
 async def test_sequential_calls_reuse_one_connection() -> None:
     app = _Ports()
     with serve(app), anyio.fail_after(60):
