@@ -85,6 +85,21 @@ class Server:
     url: str
     stats_url: str
     log: IO[bytes]
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    """Every server process (``proc`` and the others sharing its listening socket)."""
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by all the server's processes (from /proc)."""
+        total = 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        for worker in self.workers or [self.proc]:
+            try:
+                with open(f"/proc/{worker.pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return total
 
     def log_tail(self, limit: int = 4000) -> str:
         self.log.flush()
@@ -131,8 +146,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_server(*, json_response: bool = False, backlog: int = 128) -> Iterator[Server]:
-    """Start the server on a free loopback port, wait until it serves, always stop it."""
+def running_server(
+    *, json_response: bool = False, backlog: int = 128, workers: int = 1
+) -> Iterator[Server]:
+    """Start the server on a free loopback port, wait until it serves, always stop it.
+
+    ``workers`` processes share the one listening socket, as ``uvicorn --workers`` runs
+    them; each serves whatever connection it accepts (fine for the stateless era, whose
+    requests carry everything; handshake-era sessions live in one process's memory).
+    """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((LOOPBACK, 0))
@@ -150,19 +172,44 @@ def running_server(*, json_response: bool = False, backlog: int = 128) -> Iterat
     if json_response:
         command.append("--json-response")
     with tempfile.TemporaryFile() as log:
+        procs: list[subprocess.Popen[bytes]] = []
         try:
-            proc = subprocess.Popen(
-                command, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
+            for _ in range(max(1, workers)):
+                procs.append(
+                    subprocess.Popen(
+                        command, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                    )
+                )
         finally:
-            listener.close()  # the child holds its own copy
+            listener.close()  # the children hold their own copies
         base = f"http://{LOOPBACK}:{port}"
-        server = Server(proc, base + "/mcp", base + "/_bench/stats", log)
+        server = Server(procs[0], base + "/mcp", base + "/_bench/stats", log, procs)
         try:
-            _wait_ready(server, time.monotonic() + READY_TIMEOUT)
+            deadline = time.monotonic() + READY_TIMEOUT
+            _wait_ready(server, deadline)
+            if len(procs) > 1:
+                _wait_all_serving(server, deadline)
             yield server
         finally:
-            _stop(proc)
+            for proc in procs:
+                _stop(proc)
+
+
+def _wait_all_serving(server: Server, deadline: float) -> None:
+    """Every worker has answered once (new connections land on whichever accepts)."""
+    pids = {proc.pid for proc in server.workers}
+    seen: set[int] = set()
+    while seen != pids:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {len(pids)} server workers answered")
+        dead = [proc for proc in server.workers if proc.poll() is not None]
+        if dead:
+            raise RuntimeError("a benchmark server worker exited:\n" + server.log_tail())
+        try:
+            with httpx.Client(timeout=1.0) as http:  # a new connection each time
+                seen.add(int(http.get(server.stats_url).json()["pid"]))
+        except (httpx.HTTPError, ValueError, KeyError):
+            time.sleep(0.01)  # a worker still starting: try again on a new connection
 
 
 # -- the clients ---------------------------------------------------------------------

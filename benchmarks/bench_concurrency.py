@@ -7,8 +7,15 @@ wall time is the tool's own sleep; the table shows wall / ideal, the calls that 
 child's peak RSS and the memory per call in flight (peak RSS minus the RSS with the client
 open and idle, over N).
 
+The ``floor`` row is a bare client (asyncio sockets, one hand-written POST per call): the
+time it leaves above the ideal is the server's own. One FastMCP worker spends about 3 ms
+of CPU per stateless call, so against one worker no client reaches 1.5x at 1,000 on a
+2-core machine; ``--server-workers 2`` runs the server as ``uvicorn --workers 2`` would
+(the stateless era needs no affinity), which lets the clients' own cost show.
+
     .venv/bin/python benchmarks/bench_concurrency.py                  # 100, 1000, 10000
     .venv/bin/python benchmarks/bench_concurrency.py --sizes 100,1000 --sleep 5
+    .venv/bin/python benchmarks/bench_concurrency.py --sizes 1000 --server-workers 2
     .venv/bin/python benchmarks/bench_concurrency.py --json
 
 10,000 calls at once need 10,000 sockets in the client and as many in the server: the
@@ -32,6 +39,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -43,6 +51,7 @@ TARGET = 1.5
 LARGE = 10_000
 FDS_FOR_LARGE = LARGE + 500  # per process: the client and the server each hold N sockets
 CLIENTS = {
+    "floor": "bare asyncio sockets, one connection per call (the server's floor)",
     "ours": "ResilientClient(url), defaults",
     "ours-10k": "ResilientClient(url, max_connections=10_000)",
     "mcp": "mcp.Client(url) (official SDK), defaults",
@@ -88,14 +97,52 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _server_cpu(url: str) -> float | None:
-    """The server process's CPU seconds so far (its ``/_bench/stats``)."""
-    import httpx
+class BareClient:
+    """The floor: each call one new loopback connection, one POST written by hand (the
+    stateless era's headers and ``_meta``), read until its JSON answer is whole. What no
+    client can beat against this server: the wall time left is the server's own."""
 
-    try:
-        return float(httpx.get(url, timeout=10).json()["cpu_seconds"])
-    except (httpx.HTTPError, ValueError, KeyError):
-        return None
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname or "", parts.port or 80, parts.path
+        self.next_id = 0
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> None:
+        self.next_id += 1
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "bare", "version": "0"},
+        }
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": self.next_id,
+                "method": "tools/call",
+                "params": {"name": name, "arguments": arguments, "_meta": meta},
+            }
+        ).encode()
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+            f"MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: {name}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(head + body)
+            answer = await reader.readuntil(b"\r\n\r\n")
+            if not answer.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"bare client got {answer[:40]!r}")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in answer.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            )
+            if b'"result"' not in await reader.readexactly(length):
+                raise RuntimeError("bare client: no result in the answer")
+        finally:
+            writer.close()
 
 
 async def _fan_out(client: Any, n: int, sleep: float, row: Row) -> None:
@@ -110,7 +157,6 @@ async def _fan_out(client: Any, n: int, sleep: float, row: Row) -> None:
             errors.append(exc)
 
     row.idle_rss_mb = _rss_mb()
-    server_before = _server_cpu(row.stats_url)
     cpu = time.process_time()
     started = time.monotonic()
     try:
@@ -124,9 +170,6 @@ async def _fan_out(client: Any, n: int, sleep: float, row: Row) -> None:
         return
     row.wall = time.monotonic() - started
     row.client_cpu = time.process_time() - cpu
-    server_after = _server_cpu(row.stats_url)
-    if server_before is not None and server_after is not None:
-        row.server_cpu = server_after - server_before
     row.errors = len(errors)
     if errors:
         row.first_error = f"{type(errors[0]).__name__}: {str(errors[0])[:160]}"
@@ -135,7 +178,9 @@ async def _fan_out(client: Any, n: int, sleep: float, row: Row) -> None:
 async def _child(client_name: str, url: str, n: int, sleep: float) -> Row:
     row = Row(client_name, n, sleep, stats_url=url.rsplit("/", 1)[0] + "/_bench/stats")
     limit = sleep * 4 + 120
-    if client_name.startswith("ours"):
+    if client_name == "floor":
+        await _fan_out(BareClient(url), n, sleep, row)
+    elif client_name.startswith("ours"):
         from mcp_resilient import ResilientClient
 
         options: dict[str, Any] = {"timeout": limit}
@@ -176,7 +221,16 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def run_child(url: str, client: str, n: int, sleep: float) -> Row:
+def run_child(server: Any, client: str, n: int, sleep: float) -> Row:
+    """One child process, one client, N calls; the server's CPU (all workers) around it."""
+    before = server.cpu_seconds()
+    row = _run_child(server.url, client, n, sleep)
+    if row.wall is not None:
+        row.server_cpu = server.cpu_seconds() - before
+    return row
+
+
+def _run_child(url: str, client: str, n: int, sleep: float) -> Row:
     command = [sys.executable, __file__, "--child", client, "--url", url]
     command += ["--n", str(n), "--sleep", str(sleep)]
     limit = sleep * 6 + 180
@@ -198,10 +252,11 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def print_table(rows: list[Row], soft_fds: int) -> None:
+def print_table(rows: list[Row], soft_fds: int, workers: int) -> None:
     print(
         f"\nRLIMIT_NOFILE soft limit in the children: {soft_fds}; load average now:"
-        f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (CPU time is less noisy than wall)"
+        f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (CPU time is less noisy than wall);"
+        f" server: {workers} worker process{'es' if workers > 1 else ''}, server CPU summed"
     )
     header = (
         "client",
@@ -235,12 +290,19 @@ def print_table(rows: list[Row], soft_fds: int) -> None:
         if row.note or row.first_error:
             print(f"  {row.client} N={row.n}: {row.note or row.first_error}")
     ours = next((r for r in rows if r.client == "ours" and r.n == 1000), None)
+    floor = next((r for r in rows if r.client == "floor" and r.n == 1000), None)
     if ours is not None and ours.ratio is not None:
         met = ours.ratio <= TARGET and ours.errors == 0
         print(
             f"\nours at 1,000 on the defaults: {ours.ratio:.2f}x the ideal, {ours.errors} errors"
             f" (target <= {TARGET}x, no errors): {'met' if met else 'NOT met'}"
         )
+        if floor is not None and floor.ratio is not None:
+            print(
+                f"bare-socket floor at 1,000 against the same server: {floor.ratio:.2f}x"
+                " (what the server alone allows; ours adds"
+                f" {ours.ratio - floor.ratio:+.2f}x)"
+            )
 
 
 def main() -> None:
@@ -248,7 +310,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated N")
     parser.add_argument("--sleep", type=float, default=5.0, help="tool sleep for N < 10,000")
     parser.add_argument("--sleep-large", type=float, default=30.0, help="tool sleep at 10,000+")
-    parser.add_argument("--clients", default="ours,mcp", help="ours, ours-10k, mcp")
+    parser.add_argument("--clients", default="floor,ours,mcp", help="floor, ours, ours-10k, mcp")
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="server processes sharing the listening socket (as uvicorn --workers)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--child", choices=sorted(CLIENTS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -261,7 +329,7 @@ def main() -> None:
     sizes = [int(part) for part in args.sizes.split(",") if part]
     clients = [name for name in args.clients.split(",") if name]
     rows: list[Row] = []
-    with running_server(backlog=16384) as server:
+    with running_server(backlog=16384, workers=args.server_workers) as server:
         for n in sizes:
             sleep = args.sleep_large if n >= LARGE else args.sleep
             names = list(clients)
@@ -275,11 +343,11 @@ def main() -> None:
                     continue
                 if not args.json:
                     print(f"running {name} N={n} sleep={sleep:g}s ...", flush=True)
-                rows.append(run_child(server.url, name, n, sleep))
+                rows.append(run_child(server, name, n, sleep))
     if args.json:
         print(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2))
     else:
-        print_table(rows, soft)
+        print_table(rows, soft, args.server_workers)
 
 
 if __name__ == "__main__":

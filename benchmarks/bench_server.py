@@ -86,6 +86,7 @@ class StatsApp:
                 "connections": self.counters.connections,
                 "requests": self.counters.requests,
                 "cpu_seconds": time.process_time(),
+                "pid": os.getpid(),
             }
         ).encode()
         await send(

@@ -12,6 +12,7 @@ parent is gone and exit (``MCP_EXIT_WITH_PARENT``); an atexit hook covers normal
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import os
@@ -386,7 +387,38 @@ def redis_server_path() -> str | None:
     return shutil.which("redis-server")
 
 
-class RedisProcess:
+class Service(abc.ABC):
+    """A throwaway service with a work directory: ``with`` starts it, then stops it and
+    removes the directory, whatever happened in between."""
+
+    workdir: Path
+
+    @abc.abstractmethod
+    def start(self) -> Self:
+        """Start, and return once the service answers."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop every process of the service (bounded, always reaped)."""
+
+    def cleanup(self) -> None:
+        """Stop and remove the work directory."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+
+class RedisProcess(Service):
     """A throwaway ``redis-server`` on a loopback port: no persistence, stopped by PID."""
 
     def __init__(
@@ -517,19 +549,3 @@ class RedisProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout)
         _kill_and_reap(proc)
-
-    def cleanup(self) -> None:
-        """Stop and remove the work directory."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()

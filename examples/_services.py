@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from examples._launch import (
@@ -26,6 +25,7 @@ from examples._launch import (
     POLL_INTERVAL,
     LaunchError,
     RedisProcess,
+    Service,
     _kill_and_reap,
     free_port,
     tail,
@@ -106,7 +106,7 @@ class _ClusterNode(RedisProcess):
         return port
 
 
-class RedisClusterProcess:
+class RedisClusterProcess(Service):
     """A Redis Cluster of ``masters`` primaries with ``replicas`` replicas each, on loopback."""
 
     def __init__(self, masters: int = 3, replicas: int = 1, *, node_timeout_ms: int = 1000) -> None:
@@ -199,23 +199,8 @@ class RedisClusterProcess:
         for node in self.nodes:
             node.stop()
 
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-
-class RedisSentinelSet:
+class RedisSentinelSet(Service):
     """A primary, a replica and one Sentinel watching them (service ``mymaster``).
 
     One Sentinel (quorum 1) is enough for tests: ``SENTINEL FAILOVER`` does not need an
@@ -328,21 +313,6 @@ class RedisSentinelSet:
         self.replica.stop()
         self.primary.stop()
 
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
 
 def postgres_bindir() -> Path | None:
     """The newest ``/usr/lib/postgresql/*/bin`` with ``initdb``, or None."""
@@ -353,7 +323,7 @@ def postgres_bindir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-class PostgresProcess:
+class PostgresProcess(Service):
     """A throwaway PostgreSQL server on a loopback port, data in a temp dir.
 
     PostgreSQL refuses to run as root, so under root (CI containers) it runs as the
@@ -482,18 +452,3 @@ class PostgresProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout)
         _kill_and_reap(proc)
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
