@@ -9,6 +9,8 @@ of httpx's exception types, as on the httpcore and httpx paths.
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -315,3 +317,27 @@ async def test_httpcore_path_is_chosen_by_the_variable(monkeypatch: pytest.Monke
         assert await post(core, server.url) == (200, b"1")
         plain = next(iter(core._plain.values()))
         assert plain._idle and not plain._h1_idle  # httpcore's connection, kept idle
+
+
+async def test_connections_past_descriptor_1024_are_still_reused() -> None:
+    """At 10,000 in flight descriptors pass 1024, where select() cannot look."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"needs RLIMIT_NOFILE >= 1200 (hard limit {hard})")
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        async with (
+            scripted(send(ok(b"1")), send(ok(b"2"))) as server,
+            transport(server.url) as core,
+        ):
+            assert await post(core, server.url) == (200, b"1")
+            connection = next(iter(core._plain.values()))._h1_idle[0]
+            assert connection._transport.get_extra_info("socket").fileno() > 1024
+            assert await post(core, server.url) == (200, b"2")
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert server.connections == 1
