@@ -2,7 +2,8 @@
 # The test command: installs what the tests need (Debian haproxy, redis-server,
 # redis-sentinel and postgresql, a local
 # Node 22 with the MCP conformance suite, the Python dev extras), then runs the checks
-# (ruff, mypy strict, mkdocs --strict) and the whole pytest suite. Extra arguments go to pytest.
+# (ruff, mypy strict, mkdocs --strict) and the whole pytest suite, on two workers
+# (PYTEST_WORKERS). Extra arguments go to pytest.
 #
 # Python packages come from the lock (constraints-dev.txt) into .venv: what CI tested.
 # `bash scripts/test.sh --latest` runs the same checks and suite against the newest
@@ -39,4 +40,7 @@ echo "== mkdocs build --strict"
 export NO_MKDOCS_2_WARNING=1
 "$venv"/bin/mkdocs build --strict --site-dir "$(mktemp -d)"
 echo "== pytest"
-exec "$venv"/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), a test file each at a time: most tests wait on server
+# processes, so two at once halve the wall time on a 2-core machine. PYTEST_WORKERS=0
+# runs everything in this process.
+exec "$venv"/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
