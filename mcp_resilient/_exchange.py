@@ -90,6 +90,13 @@ CURRENT_CALL = cast("ContextVar[InFlight | None]", CURRENT_MARK)
 variable as the wire's ``CURRENT_MARK``: one lookup tells the wire where to note a wait."""
 
 
+def _left_the_queue(call: InFlight | None) -> bool:
+    """The request ended while it waited for a connection: it was never written, so the
+    server has nothing to cancel (a queue is left only by a deadline or a cancel, which
+    end the call, so the mark is this attempt's)."""
+    return call is not None and call.left_queued
+
+
 def _resumable_break(exc: TransportError) -> bool:
     """A broken connection can be resumed; bad data or an HTTP refusal cannot."""
     return not isinstance(exc, ProtocolError | HTTPStatusError | ConnectError | StreamEndedError)
@@ -184,7 +191,7 @@ class Session:
                 with anyio.fail_after(timeout):
                     await self._exchange(message, pending, cursor)
         except TimeoutError:
-            if cancellable:
+            if cancellable and not _left_the_queue(call):
                 self._cancel_in_background(rid, "request timed out")
             raise RequestTimeoutError(
                 f"{method} got no answer within {timeout:g} s",
@@ -193,7 +200,7 @@ class Session:
                 hint="Pass a larger timeout= if the server is just slow",
             ) from None
         except anyio.get_cancelled_exc_class():
-            if cancellable and pending.message is None:
+            if cancellable and pending.message is None and not _left_the_queue(call):
                 self._cancel_in_background(rid, "cancelled by the caller")
             raise
         except MCPError as exc:

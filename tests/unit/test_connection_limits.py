@@ -131,6 +131,56 @@ async def test_a_call_queued_past_its_deadline_says_so_and_was_never_sent() -> N
     assert seen == ["first"]
 
 
+@pytest.mark.usefixtures("socket_path")
+async def test_only_a_request_that_went_out_is_cancelled_on_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deadline that ends a call while it waits for a connection sends no
+    ``notifications/cancelled``: the server never saw the request. One that ends a call
+    the server is running does."""
+    from mcp_resilient._exchange import Session
+
+    cancels: list[tuple[int | str, str]] = []
+    original = Session._cancel_in_background
+
+    def spy(self: Session, rid: int | str, reason: str) -> None:
+        cancels.append((rid, reason))
+        original(self, rid, reason)
+
+    monkeypatch.setattr(Session, "_cancel_in_background", spy)
+    app = LoopbackMCP()
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def held(body: dict[str, Any]) -> dict[str, Any]:
+        seen.append(body["params"]["name"])
+        await asyncio.wait_for(release.wait(), 30)
+        return {"content": [{"type": "text", "text": "ok"}]}
+
+    app.on_call = held
+    with serve(app), anyio.fail_after(60):
+        async with (
+            ResilientClient(
+                app.url, listen=False, max_connections=1, protocol_version="2025-11-25"
+            ) as client,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(lambda: client.call_tool("first", idempotent=False))
+            while not seen:
+                await anyio.sleep(0.01)
+            with pytest.raises(RequestTimeoutError, match="queued"):
+                await client.call_tool("queued", timeout=0.3, idempotent=False)
+            assert cancels == []  # never written: nothing to cancel
+            assert app.loop is not None
+            app.loop.call_soon_threadsafe(release.set)
+        async with ResilientClient(app.url, listen=False, protocol_version="2025-11-25") as c:
+            release.clear()
+            with pytest.raises(OutcomeUnknownError):
+                await c.call_tool("sent", timeout=0.3, idempotent=False)
+            app.loop.call_soon_threadsafe(release.set)
+    assert len(cancels) == 1  # the sent one only
+
+
 class _Ports(LoopbackMCP):
     """Also records the client port of every MCP POST: one port, one TCP connection."""
 
