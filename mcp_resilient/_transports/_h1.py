@@ -15,7 +15,9 @@ so the wire maps them to typed errors in one place.
 from __future__ import annotations
 
 import asyncio
+import errno
 import select
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -62,8 +64,16 @@ async def connect(host: str, port: int) -> H1Connection:
             f"no connection to {host}:{port} within {_CONNECT_SECONDS:g} s"
         ) from None
     except OSError as exc:
-        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        raise httpx.ConnectError(_connect_detail(exc)) from exc
     return protocol
+
+
+def _connect_detail(exc: OSError) -> str:
+    """httpcore's wording for a failed connect (users see it in errors and the CLI), but
+    a lookup failure or running out of descriptors says so: the caller can act on it."""
+    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EMFILE, errno.ENFILE):
+        return str(exc) or type(exc).__name__
+    return "All connection attempts failed"
 
 
 class H1Connection(asyncio.Protocol):

@@ -301,14 +301,23 @@ async def test_a_body_abandoned_midway_closes_its_connection() -> None:
     assert server.connections == 2  # the half-read connection was never reused
 
 
-async def test_refused_connection_is_a_connect_error() -> None:
+async def test_refused_connection_is_a_connect_error_worded_as_on_httpcore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wording reaches users (errors, the CLI, the docs' transcripts): it must not
+    depend on which stack carried the request."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/mcp"
-    async with transport(url) as core:
-        with pytest.raises(httpx.ConnectError):
-            await post(core, url)
+    messages = []
+    for stack in ("lean", "httpcore"):
+        monkeypatch.setenv("MCP_RESILIENT_HTTP_PATH", stack)
+        async with transport(url) as core:
+            with pytest.raises(httpx.ConnectError) as info:
+                await post(core, url)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] == "All connection attempts failed"
 
 
 async def test_httpcore_path_is_chosen_by_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
