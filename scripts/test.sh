@@ -41,6 +41,6 @@ export NO_MKDOCS_2_WARNING=1
 "$venv"/bin/mkdocs build --strict --site-dir "$(mktemp -d)"
 echo "== pytest"
 # Two workers (pytest-xdist), a test file each at a time: most tests wait on server
-# processes, so two at once halve the wall time on a 2-core machine. PYTEST_WORKERS=0
-# runs everything in this process.
+# processes, so two at once cut the wall time (30.7 -> 18.8 min on 2 cores).
+# PYTEST_WORKERS=0 runs everything in this process.
 exec "$venv"/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
