@@ -2,7 +2,7 @@
 # Set up a development environment: the package (editable) with the extras named in $1
 # (default: dev). Idempotent and quiet when everything is already there.
 #
-# Locked by default: into .venv, with constraints-dev.txt (scripts/lock.sh writes it), so
+# Locked by default: into .venv, with constraints.txt (scripts/lock.sh writes it), so
 # a fresh machine gets exactly the versions CI tested. With LATEST=1: into .venv-latest,
 # the newest releases allowed by pyproject.toml (no constraints, --upgrade), leaving the
 # locked .venv as it is.
@@ -17,7 +17,7 @@ if [ "${LATEST:-0}" = 1 ]; then
 else
     venv=.venv
     pins=()
-    [ -f constraints-dev.txt ] && pins=(-c constraints-dev.txt)
+    [ -f constraints.txt ] && pins=(-c constraints.txt)
     upgrade=()
 fi
 if [ ! -x "$venv/bin/python" ]; then
@@ -25,7 +25,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.installed-$extras"
 if [ "${LATEST:-0}" = 1 ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
-    || { [ -f constraints-dev.txt ] && [ constraints-dev.txt -nt "$stamp" ]; }; then
+    || { [ -f constraints.txt ] && [ constraints.txt -nt "$stamp" ]; }; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" -m pip install --quiet "${upgrade[@]}" "${pins[@]}" -e ".[$extras]"
     touch "$stamp"

@@ -5,7 +5,7 @@
 # (ruff, mypy strict, mkdocs --strict) and the whole pytest suite, on two workers
 # (PYTEST_WORKERS). Extra arguments go to pytest.
 #
-# Python packages come from the lock (constraints-dev.txt) into .venv: what CI tested.
+# Python packages come from the lock (constraints.txt) into .venv: what CI tested.
 # `bash scripts/test.sh --latest` runs the same checks and suite against the newest
 # releases pyproject.toml allows, in .venv-latest (the locked .venv is left alone).
 set -euo pipefail
