@@ -97,8 +97,9 @@ async def test_defaults_run_hundreds_of_calls_at_once() -> None:
     assert await _all_at_once(300) == 300
 
 
-@pytest.mark.usefixtures("socket_path")
-async def test_a_call_queued_past_its_deadline_says_so_and_was_never_sent() -> None:
+def _held_server() -> tuple[LoopbackMCP, asyncio.Event, list[str]]:
+    """A server whose tools/call answers wait for ``release`` (set on the server's loop);
+    ``seen`` lists the tool names that reached it."""
     app = LoopbackMCP()
     release = asyncio.Event()
     seen: list[str] = []
@@ -109,6 +110,12 @@ async def test_a_call_queued_past_its_deadline_says_so_and_was_never_sent() -> N
         return {"content": [{"type": "text", "text": "ok"}]}
 
     app.on_call = held
+    return app, release, seen
+
+
+@pytest.mark.usefixtures("socket_path")
+async def test_a_call_queued_past_its_deadline_says_so_and_was_never_sent() -> None:
+    app, release, seen = _held_server()
     with serve(app), anyio.fail_after(60):
         async with (
             ResilientClient(
@@ -148,16 +155,7 @@ async def test_only_a_request_that_went_out_is_cancelled_on_the_server(
         original(self, rid, reason)
 
     monkeypatch.setattr(Session, "_cancel_in_background", spy)
-    app = LoopbackMCP()
-    release = asyncio.Event()
-    seen: list[str] = []
-
-    async def held(body: dict[str, Any]) -> dict[str, Any]:
-        seen.append(body["params"]["name"])
-        await asyncio.wait_for(release.wait(), 30)
-        return {"content": [{"type": "text", "text": "ok"}]}
-
-    app.on_call = held
+    app, release, seen = _held_server()
     with serve(app), anyio.fail_after(60):
         async with (
             ResilientClient(
