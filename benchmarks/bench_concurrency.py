@@ -63,7 +63,6 @@ class Row:
     client: str
     n: int
     sleep: float
-    stats_url: str = ""
     wall: float | None = None
     errors: int = 0
     first_error: str = ""
@@ -169,7 +168,7 @@ async def _fan_out(client: Any, n: int, sleep: float, row: Row) -> None:
 
 
 async def _child(client_name: str, url: str, n: int, sleep: float) -> Row:
-    row = Row(client_name, n, sleep, stats_url=url.rsplit("/", 1)[0] + "/_bench/stats")
+    row = Row(client_name, n, sleep)
     limit = sleep * 4 + 120
     if client_name == "floor":
         await _fan_out(BareClient(url), n, sleep, row)
